@@ -1,0 +1,267 @@
+"""Minari episodes -> normalised, windowed tensors -> batches by index gather.
+
+Every step t of an episode starts one window. With obs_horizon = 3 and pred_horizon = 4:
+
+    step:      t-2  t-1   t   t+1  t+2  t+3  t+4
+    obs:       |o | |o | |o |                     the last one is "now"
+    actions:             |a | |a | |a | |a |      the chunk starts at "now"
+    next obs:                      |o | |o | |o | bootstrap window, ends at t + pred_horizon
+
+At an episode's start the history repeats the first observation. Chunk steps past the episode's
+end repeat its last action and are flagged invalid in `mask`; the chunk reward sums only valid
+steps, the bootstrap window is clipped to the episode's final observation, and `terminal` says
+that a true termination (not a time-limit truncation) ends the episode inside the chunk, so the
+TD target must not bootstrap.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from config import TrainConfig, UsageError
+
+# A dimension whose spread is below this is treated as constant: dividing by a std of ~3e-4 (as
+# some Pusher features have) would turn float noise into large inputs.
+MIN_STD = 1e-2
+
+
+# --- observations of any supported space, as flat float vectors ---------------------------------
+
+def observation_keys(space: gym.Space) -> list[str]:
+    """Flattening order of an observation space: [""] for a Box, sorted (nested) keys for a Dict."""
+    if isinstance(space, gym.spaces.Box):
+        return [""]
+    if isinstance(space, gym.spaces.Dict):
+        keys = []
+        for key in sorted(space.spaces):
+            keys += [f"{key}/{sub}".rstrip("/") for sub in observation_keys(space.spaces[key])]
+        return keys
+    raise UsageError(
+        f"Observation space {space} is not supported: meanflow-ql trains on vector observations "
+        "(Box) and dictionaries of them (Dict). Image or text observations need an encoder that "
+        "this trainer does not have; pick a dataset with state observations.")
+
+
+def flatten_observations(observations, keys: list[str]) -> np.ndarray:
+    """(T, obs_dim) float32 from an array or a (nested) dict of arrays, in the order `keys`."""
+    parts = []
+    for key in keys:
+        value = observations
+        for part in filter(None, key.split("/")):
+            value = value[part]
+        value = np.asarray(value, dtype=np.float32)
+        parts.append(value.reshape(len(value), -1))
+    return np.concatenate(parts, axis=1)
+
+
+# --- normalisation --------------------------------------------------------------------------
+
+class Normalizer(nn.Module):
+    """Per-dimension z-scoring; the statistics are buffers, so they travel in the checkpoint."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        # The data's per-dimension range, in raw units (the CQL penalty samples inside it).
+        self.register_buffer("low", -torch.ones(dim))
+        self.register_buffer("high", torch.ones(dim))
+
+    def fit(self, data: torch.Tensor) -> "Normalizer":
+        data = data.double()
+        self.mean.copy_(data.mean(0))
+        self.std.copy_(data.std(0, correction=0).clamp_min(MIN_STD))
+        self.low.copy_(data.min(0).values)
+        self.high.copy_(data.max(0).values)
+        return self
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+
+# --- episodes ---------------------------------------------------------------------------------
+
+def read_episodes(dataset, keys: list[str]) -> list[dict]:
+    """Every episode as numpy arrays: obs (T+1, D), actions (T, A), rewards (T,), terminated."""
+    episodes = []
+    for episode in dataset.iterate_episodes():
+        obs = flatten_observations(episode.observations, keys)
+        actions = np.asarray(episode.actions, dtype=np.float32).reshape(len(episode), -1)
+        rewards = np.asarray(episode.rewards, dtype=np.float64)
+        if len(actions) == 0:
+            continue
+        if not np.all(np.isfinite(rewards)) or not np.all(np.isfinite(actions)) \
+                or not np.all(np.isfinite(obs)):
+            raise UsageError(
+                f"Episode {episode.id} of dataset {dataset.spec.dataset_id} holds NaN or infinite "
+                "values (observations, actions or rewards); the trainer refuses non-finite data. "
+                "Clean the dataset (minari.MinariDataset.filter_episodes can drop such episodes).")
+        episodes.append({"obs": obs, "actions": actions, "rewards": rewards,
+                         "terminated": bool(np.any(episode.terminations))})
+    if not episodes:
+        raise UsageError(f"Dataset {dataset.spec.dataset_id} holds no episode with any step.")
+    return episodes
+
+
+def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[list, list]:
+    """Episode indices for training and validation, from a seeded permutation."""
+    order = torch.randperm(num_episodes, generator=torch.Generator().manual_seed(seed)).tolist()
+    num_val = int(round(num_episodes * val_fraction))
+    if val_fraction > 0 and num_episodes >= 2:
+        num_val = max(num_val, 1)
+    num_val = min(num_val, num_episodes - 1)
+    return sorted(order[num_val:]), sorted(order[:num_val])
+
+
+class WindowedEpisodes(Dataset):
+    """All windows of a set of episodes; `__getitems__` gathers a whole batch at once.
+
+    Observations and actions of all episodes are stored once, concatenated and normalised; each
+    window is a row of precomputed indices into them, so a batch is a few tensor gathers.
+    """
+
+    def __init__(self, episodes: list[dict], obs_normalizer: Normalizer,
+                 action_normalizer: Normalizer, obs_horizon: int, pred_horizon: int,
+                 gamma: float):
+        obs_rows, action_rows, windows = [], [], []
+        obs_offset = action_offset = 0
+        for episode in episodes:
+            windows.append(episode_windows(episode, obs_offset, action_offset, obs_horizon,
+                                           pred_horizon, gamma))
+            obs_rows.append(episode["obs"])
+            action_rows.append(episode["actions"])
+            obs_offset += len(episode["obs"])
+            action_offset += len(episode["actions"])
+        with torch.no_grad():
+            self.obs = obs_normalizer.normalize(torch.from_numpy(np.concatenate(obs_rows)))
+            self.actions = action_normalizer.normalize(
+                torch.from_numpy(np.concatenate(action_rows)))
+        self.index = {key: torch.from_numpy(np.concatenate([w[key] for w in windows]))
+                      for key in windows[0]}
+
+    def __len__(self) -> int:
+        return len(self.index["valid_steps"])
+
+    def __getitem__(self, i: int) -> dict:
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices) -> dict:
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        ix = {key: value[rows] for key, value in self.index.items()}
+        return {
+            "obs": self.obs[ix["obs"]],                    # (B, obs_horizon, obs_dim)
+            "actions": self.actions[ix["actions"]],        # (B, pred_horizon, action_dim)
+            "mask": ix["mask"],                            # (B, pred_horizon) valid steps
+            "chunk_reward": ix["chunk_reward"],            # (B,) discounted, valid steps only
+            "next_obs": self.obs[ix["next_obs"]],          # (B, obs_horizon, obs_dim)
+            "valid_steps": ix["valid_steps"],              # (B,)
+            "terminal": ix["terminal"],                    # (B,) termination inside the chunk
+        }
+
+
+def episode_windows(episode: dict, obs_offset: int, action_offset: int, obs_horizon: int,
+                    pred_horizon: int, gamma: float) -> dict[str, np.ndarray]:
+    """Index rows of every window of one episode (see the module docstring)."""
+    length = len(episode["actions"])                 # T actions, T + 1 observations
+    t = np.arange(length)[:, None]
+    history = np.arange(-obs_horizon + 1, 1)[None, :]
+    chunk = np.arange(pred_horizon)[None, :]
+    obs_index = np.clip(t + history, 0, length) + obs_offset
+    steps = t + chunk
+    mask = steps < length
+    action_index = np.minimum(steps, length - 1) + action_offset
+    next_t = np.minimum(t + pred_horizon, length)
+    next_obs_index = np.clip(next_t + history, 0, length) + obs_offset
+    rewards = np.concatenate([episode["rewards"], np.zeros(pred_horizon)])
+    discounts = gamma ** np.arange(pred_horizon)
+    chunk_reward = (rewards[steps] * discounts * mask).sum(1)
+    return {
+        "obs": obs_index.astype(np.int64),
+        "actions": action_index.astype(np.int64),
+        "mask": mask,
+        "chunk_reward": chunk_reward.astype(np.float32),
+        "next_obs": next_obs_index.astype(np.int64),
+        "valid_steps": mask.sum(1).astype(np.int64),
+        "terminal": episode["terminated"] & (t[:, 0] + pred_horizon >= length),
+    }
+
+
+def keep_batch(batch: dict) -> dict:
+    """The DataLoader's collate function: `__getitems__` already returns a whole batch."""
+    return batch
+
+
+# --- the DataModule ---------------------------------------------------------------------------
+
+class MinariDataModule(L.LightningDataModule):
+    """Loads a Minari dataset, splits it by episode and serves windowed batches."""
+
+    def __init__(self, cfg: TrainConfig, dataset):
+        super().__init__()
+        self.cfg = cfg
+        self.minari_dataset = dataset
+        self.obs_keys = observation_keys(dataset.observation_space)
+        action_space = dataset.action_space
+        if not isinstance(action_space, gym.spaces.Box):
+            raise UsageError(
+                f"Action space {action_space} of {dataset.spec.dataset_id} is not supported: "
+                "the MeanFlow actor generates continuous (Box) actions.")
+        self.action_low = np.broadcast_to(action_space.low, action_space.shape).reshape(-1)
+        self.action_high = np.broadcast_to(action_space.high, action_space.shape).reshape(-1)
+        episodes = read_episodes(dataset, self.obs_keys)
+        self.train_ids, self.val_ids = split_episodes(len(episodes), cfg.val_fraction, cfg.seed)
+        train = [episodes[i] for i in self.train_ids]
+        self.obs_dim = train[0]["obs"].shape[1]
+        self.action_dim = train[0]["actions"].shape[1]
+        self.obs_normalizer = Normalizer(self.obs_dim).fit(
+            torch.from_numpy(np.concatenate([e["obs"] for e in train])))
+        self.action_normalizer = Normalizer(self.action_dim).fit(
+            torch.from_numpy(np.concatenate([e["actions"] for e in train])))
+        make = lambda eps: WindowedEpisodes(eps, self.obs_normalizer, self.action_normalizer,
+                                            cfg.obs_horizon, cfg.pred_horizon, cfg.gamma)
+        self.train_set = make(train)
+        self.val_set = make([episodes[i] for i in self.val_ids]) if self.val_ids else None
+
+    def use_normalizers(self, obs_normalizer: Normalizer, action_normalizer: Normalizer) -> None:
+        """Re-window with saved statistics (a checkpoint's), so test data matches training."""
+        self.obs_normalizer, self.action_normalizer = obs_normalizer, action_normalizer
+        episodes = read_episodes(self.minari_dataset, self.obs_keys)
+        make = lambda ids: WindowedEpisodes([episodes[i] for i in ids], obs_normalizer,
+                                            action_normalizer, self.cfg.obs_horizon,
+                                            self.cfg.pred_horizon, self.cfg.gamma)
+        self.train_set = make(self.train_ids)
+        self.val_set = make(self.val_ids) if self.val_ids else None
+
+    def _loader(self, data, shuffle: bool) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=shuffle,
+                          drop_last=shuffle and len(data) >= self.cfg.batch_size,
+                          collate_fn=keep_batch, num_workers=workers,
+                          persistent_workers=workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set if self.val_set is not None else self.train_set,
+                            shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def updates_per_epoch(self) -> int:
+        return max(1, len(self.train_set) // self.cfg.batch_size) if len(self.train_set) >= \
+            self.cfg.batch_size else 1
+
+    def describe(self) -> str:
+        return (f"{len(self.train_ids)} training / {len(self.val_ids)} validation episodes, "
+                f"{len(self.train_set)} training windows, obs_dim {self.obs_dim}, "
+                f"action_dim {self.action_dim}")

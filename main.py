@@ -1,0 +1,279 @@
+"""Command line: `python main.py train | test | collect`.
+
+    python main.py train [--dataset ID] [--epochs N] [--batch-size B] [...]
+    python main.py test  [--dataset ID] [--checkpoint PATH] [--skip-online-eval]
+    python main.py collect --dataset local/pusher/expert-v0 [--episodes N] [--list]
+
+Mistakes the user can fix end with one message and exit code 2, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+from config import DEFAULT_DATASET, TrainConfig, UsageError, add_config_arguments, \
+    config_from_args
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+def load_dataset(dataset_id: str):
+    """A MinariDataset: local copy, else built here (`local/...` ids), else Minari's download."""
+    import minari
+
+    if dataset_id.startswith("local/"):
+        try:
+            return minari.load_dataset(dataset_id)
+        except FileNotFoundError:
+            import collect
+
+            print(f"Dataset {dataset_id} is not on disk yet; building it now "
+                  f"(under {minari.storage.get_dataset_path()}).", flush=True)
+            return collect.build_local_dataset(dataset_id)
+    try:
+        return minari.load_dataset(dataset_id)
+    except FileNotFoundError:
+        pass
+    except Exception as err:  # noqa: BLE001 - a present but unreadable dataset
+        raise UsageError(f"Dataset {dataset_id} is on disk but cannot be read ({err}). Delete "
+                         f"{minari.storage.get_dataset_path(dataset_id)} and build or download it "
+                         "again.") from None
+    stand_in = f" Its local stand-in is {DEFAULT_DATASET}." if "pusher" in dataset_id else ""
+    by_hand = (f"To use it offline, copy the dataset's folder from a machine that has it "
+               f"(~/.minari/datasets/{dataset_id}) to "
+               f"{minari.storage.get_dataset_path(dataset_id)}, or build a local dataset with "
+               f"`python main.py collect --list`.{stand_in}")
+    if not hub_reachable():
+        raise UsageError(f"Dataset {dataset_id} is not on disk and Minari's dataset server "
+                         f"cannot be reached from this machine (no network). {by_hand}")
+    try:
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as err:  # noqa: BLE001
+        raise UsageError(f"Dataset {dataset_id} is not on disk and could not be downloaded "
+                         f"({str(err).strip().splitlines()[0] if str(err).strip() else err!r}). "
+                         f"Check the id with `minari list remote`. {by_hand}") from None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether Minari's download host answers within seconds (its client retries for ~25 s)."""
+    try:
+        from huggingface_hub import constants
+        host = urlparse(constants.ENDPOINT).hostname
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        return False
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+def dataset_slug(dataset_id: str) -> str:
+    return dataset_id.replace("/", "-")
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.output_dir) / f"{dataset_slug(cfg.dataset)}_seed{cfg.seed}_{stamp}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return run_dir
+
+
+def newest_checkpoint(output_dir: str, dataset_id: str) -> Path:
+    """The best checkpoint of the newest run on a dataset."""
+    runs = [p for p in Path(output_dir).glob(f"{dataset_slug(dataset_id)}_seed*_*")
+            if (p / "checkpoints" / "best.ckpt").is_file()]
+    if not runs:
+        raise UsageError(f"No trained run on {dataset_id} under {output_dir}/ (looked for "
+                         f"{dataset_slug(dataset_id)}_seed*/checkpoints/best.ckpt). Train one with "
+                         f"`python main.py train --dataset {dataset_id}` or pass --checkpoint PATH.")
+    newest = max(runs, key=lambda p: (p.name.split("_")[-1], p.stat().st_mtime))
+    return newest / "checkpoints" / "best.ckpt"
+
+
+def parse_devices(devices: str):
+    if devices == "auto":
+        return devices
+    try:
+        values = [int(d) for d in devices.split(",") if d.strip()]
+    except ValueError:
+        raise UsageError(f"--devices takes a count, a comma-separated list of ids or auto "
+                         f"(got {devices!r}).") from None
+    return values if "," in devices else values[0]
+
+
+def quiet_lightning() -> None:
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", ".*predict_dataloader.*")
+    warnings.filterwarnings("ignore", ".*is not a valid dataset id.*")
+
+
+# --- train --------------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig) -> Path:
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from dataset import MinariDataModule
+    from meanflow_ql import MeanFlowQL
+
+    quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = MinariDataModule(cfg, load_dataset(cfg.dataset))
+    model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim,
+                       data.action_low.tolist(), data.action_high.tolist(), data.obs_keys,
+                       cfg.dataset)
+    model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
+    model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
+
+    run_dir = new_run_dir(cfg)
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    print(f"Run directory: {run_dir}\nData: {data.describe()}", flush=True)
+
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
+                                 monitor="val/loss", mode="min", save_last=True,
+                                 auto_insert_metric_name=False)
+    callbacks = [checkpoint, TQDMProgressBar(refresh_rate=20)]
+    if cfg.patience > 0:
+        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience))
+    trainer = L.Trainer(
+        max_epochs=cfg.num_epochs, precision=cfg.mixed_precision, accelerator=cfg.accelerator,
+        devices=parse_devices(cfg.devices), strategy=cfg.strategy, callbacks=callbacks,
+        logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard"),
+        check_val_every_n_epoch=cfg.val_every_n_epochs, log_every_n_steps=25,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir))
+    trainer.fit(model, datamodule=data)
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    print(f"Finished after {int(model.num_updates)} updates.\n"
+          f"Best checkpoint (val/loss {float(checkpoint.best_model_score or float('nan')):.4f}): "
+          f"{best}\nLast checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}\n"
+          f"Test it: python main.py test --dataset {cfg.dataset} --checkpoint {best}\n"
+          f"Logs: tensorboard --logdir {cfg.output_dir}", flush=True)
+    return run_dir
+
+
+# --- test ---------------------------------------------------------------------------------------
+
+def offline_test(checkpoint_path: Path, dataset_id: str | None) -> dict:
+    """MSE between one-step chunks and the data's chunks on the held-out episodes."""
+    import torch
+
+    from dataset import MinariDataModule, flatten_observations  # noqa: F401
+    from meanflow_ql import flat, load_checkpoint, masked_mse
+
+    model = load_checkpoint(checkpoint_path)
+    cfg = model.cfg
+    dataset_id = dataset_id or cfg.dataset
+    data = MinariDataModule(cfg, load_dataset(dataset_id))
+    if (data.obs_dim, data.action_dim) != (model.obs_dim, model.action_dim):
+        raise UsageError(
+            f"Checkpoint {checkpoint_path} was trained on observations of size {model.obs_dim} "
+            f"and actions of size {model.action_dim} ({model.hparams['dataset_id']}), but "
+            f"{dataset_id} has {data.obs_dim} and {data.action_dim}. Test it on the dataset it "
+            f"was trained on: --dataset {model.hparams['dataset_id']}.")
+    data.use_normalizers(model.obs_normalizer, model.action_normalizer)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    total_mse = total_raw = count = 0.0
+    with torch.no_grad():
+        for batch in data.test_dataloader():
+            obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
+            noise = torch.randn(flat(actions).shape, generator=generator)
+            chunk = model.actor.sample(obs, noise, cfg.inference_steps)
+            raw_pred = model.predict_action(
+                model.obs_normalizer.unnormalize(batch["obs"]), noise)
+            raw_data = model.action_normalizer.unnormalize(actions)
+            weight = float(mask.sum())
+            total_mse += float(masked_mse(chunk, actions, mask)) * weight
+            total_raw += float(masked_mse(raw_pred, raw_data, mask)) * weight
+            count += weight
+    held_out = "held-out" if data.val_ids else "training (no held-out episodes)"
+    return {"checkpoint": str(checkpoint_path), "dataset": dataset_id,
+            "episodes": len(data.val_ids) if data.val_ids else len(data.train_ids),
+            "split": held_out, "steps": int(count),
+            "action_mse_normalized": total_mse / max(count, 1),
+            "action_mse": total_raw / max(count, 1)}
+
+
+def test(args: argparse.Namespace) -> dict:
+    quiet_lightning()
+    if args.checkpoint:
+        checkpoint = Path(args.checkpoint)
+    else:
+        checkpoint = newest_checkpoint(args.output_dir, args.dataset or DEFAULT_DATASET)
+        print(f"Using the best checkpoint of the newest run: {checkpoint}")
+    results = offline_test(checkpoint, args.dataset)
+    print(f"Offline test on {results['steps']} steps of {results['episodes']} {results['split']} "
+          f"episodes of {results['dataset']}:\n"
+          f"  action MSE (normalised units): {results['action_mse_normalized']:.5f}\n"
+          f"  action MSE (raw units):        {results['action_mse']:.5f}")
+    out = checkpoint.with_name(checkpoint.stem + ".test.json")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"Saved {out}")
+    if not args.skip_online_eval:
+        import eval_online
+        eval_online.evaluate_checkpoint(checkpoint, dataset_id=args.dataset)
+    return results
+
+
+# --- the command line -----------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_parser = commands.add_parser("train", help="train a policy on a Minari dataset")
+    add_config_arguments(train_parser)
+    train_parser.add_argument("--checkpoint", help=argparse.SUPPRESS)   # accepted, unused
+    train_parser.add_argument("--skip-online-eval", action="store_true", help=argparse.SUPPRESS)
+
+    test_parser = commands.add_parser("test", help="offline (and online) test of a checkpoint")
+    test_parser.add_argument("--dataset", help="dataset id (default: the checkpoint's)")
+    test_parser.add_argument("--checkpoint", help="checkpoint file (default: best of the newest "
+                             "run on the dataset)")
+    test_parser.add_argument("--skip-online-eval", action="store_true",
+                             help="only the offline test")
+    test_parser.add_argument("--output-dir", default="runs", help="where runs are (default runs)")
+    test_parser.add_argument("--mixed-precision", help=argparse.SUPPRESS)
+    commands.add_parser("collect", help="build a local Minari dataset (see collect --help)",
+                        add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["collect"]:
+        import collect
+        return collect.main(argv[1:], prog="main.py collect")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            from meanflow_ql import NonFiniteLossError
+            try:
+                train(config_from_args(args, parser))
+            except NonFiniteLossError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+        elif args.command == "test":
+            test(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""MeanFlow actor + double-Q CQL critic, the LightningModule that trains them, and the policy.
+
+Time convention (MeanFlow paper): z_t = (1 - t) x + t eps, data x at t = 0, noise eps at t = 1,
+velocity v = eps - x. The actor predicts the average velocity u(z, r, t) over [r, t], so one step
+from pure noise gives an action chunk: x = eps - u(eps, 0, 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.func import jvp
+
+from config import TrainConfig, UsageError
+from dataset import Normalizer, flatten_observations
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; raised before the optimizer step, so weights stay finite."""
+
+
+# --- networks ---------------------------------------------------------------------------------
+
+def mlp(in_dim: int, hidden_dim: int, num_layers: int, out_dim: int,
+        layer_norm: bool = False) -> nn.Sequential:
+    layers, width = [], in_dim
+    for _ in range(num_layers):
+        layers += [nn.Linear(width, hidden_dim)]
+        if layer_norm:
+            layers += [nn.LayerNorm(hidden_dim)]
+        layers += [nn.SiLU()]
+        width = hidden_dim
+    layers += [nn.Linear(width, out_dim)]
+    return nn.Sequential(*layers)
+
+
+class MeanFlowActor(nn.Module):
+    """u(z, r, t | obs): the average velocity of the flow from noise to an action chunk."""
+
+    def __init__(self, obs_dim: int, chunk_dim: int, hidden_dim: int, num_layers: int):
+        super().__init__()
+        self.chunk_dim = chunk_dim
+        # The network sees (t, t - r), the MeanFlow paper's best time conditioning.
+        self.net = mlp(chunk_dim + obs_dim + 2, hidden_dim, num_layers, chunk_dim)
+
+    def forward(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
+                obs: torch.Tensor) -> torch.Tensor:
+        # z (B, chunk_dim), r and t (B,), obs (B, obs_dim) -> (B, chunk_dim)
+        return self.net(torch.cat([z, obs, t[:, None], (t - r)[:, None]], dim=-1))
+
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor, steps: int = 1) -> torch.Tensor:
+        """Integrate from noise (t = 1) to data (t = 0) in `steps` equal steps."""
+        z = noise
+        ones = torch.ones(len(z), device=z.device, dtype=z.dtype)
+        for i in range(steps):
+            t, r = 1.0 - i / steps, 1.0 - (i + 1) / steps
+            z = z - (t - r) * self(z, ones * r, ones * t, obs)
+        return z
+
+
+class DoubleCritic(nn.Module):
+    """Two Q networks over (observation window, action chunk), built in one place."""
+
+    def __init__(self, obs_dim: int, chunk_dim: int, hidden_dim: int, num_layers: int,
+                 layer_norm: bool):
+        super().__init__()
+        self.qs = nn.ModuleList(
+            mlp(obs_dim + chunk_dim, hidden_dim, num_layers, 1, layer_norm) for _ in range(2))
+
+    def forward(self, obs: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
+        # obs (B, obs_dim), chunk (B, chunk_dim) -> (2, B)
+        x = torch.cat([obs, chunk], dim=-1)
+        return torch.stack([q(x).squeeze(-1) for q in self.qs])
+
+
+# --- losses: pure functions returning (loss, info) ---------------------------------------------
+
+def sample_times(batch_size: int, cfg: TrainConfig, device, generator=None):
+    """(r, t) with t >= r, both logit-normal; a fraction 1 - ratio_r_neq_t has r = t."""
+    normal = torch.randn(2, batch_size, generator=generator)
+    times = torch.sigmoid(cfg.time_mean + cfg.time_std * normal)
+    r, t = times.min(0).values, times.max(0).values
+    equal = torch.rand(batch_size, generator=generator) >= cfg.ratio_r_neq_t
+    r = torch.where(equal, t, r)
+    return r.to(device), t.to(device)
+
+
+def flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(len(x), -1)
+
+
+def compute_meanflow_loss(actor: MeanFlowActor, obs: torch.Tensor, actions: torch.Tensor,
+                          mask: torch.Tensor, cfg: TrainConfig, generator=None):
+    """MeanFlow loss on normalised chunks; obs (B, obs_dim), actions (B, H, A), mask (B, H)."""
+    x = flat(actions)
+    noise = torch.randn(x.shape, generator=generator).to(x)
+    r, t = sample_times(len(x), cfg, x.device, generator)
+    r, t = r.to(x.dtype), t.to(x.dtype)
+    z = (1 - t[:, None]) * x + t[:, None] * noise
+    v = noise - x
+    u = actor(z, r, t, obs)
+    # Target: u_tgt = v - (t - r) du/dt with du/dt = v . d_z u + d_t u, a JVP with tangents
+    # (v, 0, 1). It is a stop-gradient target, so it is computed without autograd and in float32
+    # (reduced precision in forward-mode would only add noise); the loss's gradient comes from
+    # the ordinary forward above, which also keeps DDP's gradient sync intact.
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        obs32 = obs.float()
+        _, dudt = jvp(lambda z_, r_, t_: actor(z_, r_, t_, obs32),
+                      (z.float(), r.float(), t.float()),
+                      (v.float(), torch.zeros_like(r).float(), torch.ones_like(t).float()))
+        target = v.float() - (t - r).float()[:, None] * dudt
+    step_mask = mask.to(u.dtype).repeat_interleave(actions.shape[-1], dim=1)
+    error = ((u.float() - target) ** 2 * step_mask).sum(1)            # (B,)
+    # Adaptive weight of the MeanFlow paper, sg(1 / (err + c)^p); p = 0 is plain MSE.
+    weight = (error.detach() + cfg.adaptive_weight_eps) ** -cfg.adaptive_weight_power
+    loss = (weight * error).mean()
+    return loss, {"actor/meanflow_loss": loss.detach(),
+                  "actor/meanflow_error": error.detach().mean()}
+
+
+def aggregate(q: torch.Tensor, how: str) -> torch.Tensor:
+    return q.min(0).values if how == "min" else q.mean(0)
+
+
+def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor: MeanFlowActor,
+                        batch: dict, cfg: TrainConfig, chunk_low: torch.Tensor,
+                        chunk_high: torch.Tensor, data_low: torch.Tensor,
+                        data_high: torch.Tensor):
+    """TD loss on action chunks plus the CQL penalty. Bounds are flat normalised chunks."""
+    obs, next_obs, chunk = flat(batch["obs"]), flat(batch["next_obs"]), flat(batch["actions"])
+    with torch.no_grad():
+        next_chunk = actor.sample(next_obs, torch.randn_like(chunk), cfg.inference_steps)
+        next_chunk = torch.maximum(torch.minimum(next_chunk, chunk_high), chunk_low)
+        next_q = aggregate(target_critic(next_obs, next_chunk), cfg.target_aggregate)
+        # Bootstrap after the chunk's valid steps, never after a true termination.
+        discount = cfg.gamma ** batch["valid_steps"].to(next_q.dtype)
+        discount = discount * (~batch["terminal"]).to(next_q.dtype)
+        target = batch["chunk_reward"].to(next_q.dtype) + discount * next_q
+    q = critic(obs, chunk)                                            # (2, B)
+    td_loss = ((q - target) ** 2).mean(1).sum()
+    info = {"critic/td_loss": td_loss.detach(), "critic/q_data": q.detach().mean(),
+            "critic/target": target.mean()}
+    loss = td_loss
+    if cfg.cql_alpha > 0:
+        n, (b, d) = cfg.cql_num_samples, chunk.shape
+        obs_rep = obs.repeat_interleave(n, dim=0)                     # (B * n, obs_dim)
+        # Uniform chunks inside the box the training actions occupy: the action-space bounds
+        # can be ~100 normalised stds away for low-spread dimensions, far from anything useful.
+        uniform = data_low + (data_high - data_low) * torch.rand(b * n, d, device=chunk.device,
+                                                                  dtype=chunk.dtype)
+        with torch.no_grad():
+            policy = actor.sample(obs_rep, torch.randn_like(uniform), cfg.inference_steps)
+            policy = torch.maximum(torch.minimum(policy, chunk_high), chunk_low)
+        q_uniform = critic(obs_rep, uniform).reshape(2, b, n)
+        q_policy = critic(obs_rep, policy).reshape(2, b, n)
+        # log-mean-exp, so the penalty is 0 when every sampled chunk is valued like the data's.
+        pushed_down = torch.logsumexp(torch.cat([q_uniform, q_policy], dim=2), dim=2) \
+            - math.log(2 * n)
+        penalty = (pushed_down - q).mean(1).sum()
+        loss = loss + cfg.cql_alpha * penalty
+        info.update({"critic/cql_penalty": penalty.detach(),
+                     "critic/q_uniform": q_uniform.detach().mean(),
+                     "critic/q_policy": q_policy.detach().mean()})
+    return loss, info
+
+
+def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
+                       cfg: TrainConfig):
+    """MeanFlow loss (stay near the data) plus the normalised Q of the actor's one-step chunk."""
+    obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
+    loss, info = compute_meanflow_loss(actor, obs, actions, mask, cfg)
+    chunk = actor.sample(obs, torch.randn_like(flat(actions)), cfg.inference_steps)
+    if cfg.actor_q_weight > 0:
+        q = critic(obs, chunk).mean(0)
+        # Dividing by mean |Q| (as FQL does) makes the weight independent of the reward scale.
+        q_term = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
+        loss = loss + cfg.actor_q_weight * q_term
+        info.update({"actor/q_term": q_term.detach(), "actor/q": q.detach().mean()})
+    info["actor/action_mse"] = masked_mse(chunk.detach(), actions, mask)
+    return loss, info
+
+
+def masked_mse(chunk: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per action dimension over the valid steps of each chunk."""
+    error = (chunk.reshape(actions.shape).float() - actions.float()) ** 2
+    step_mask = mask.float()[..., None]
+    return (error * step_mask).sum() / (step_mask.sum() * actions.shape[-1]).clamp_min(1)
+
+
+# --- the LightningModule ---------------------------------------------------------------------
+
+class MeanFlowQL(L.LightningModule):
+    """Offline actor-critic: MeanFlow actor, double-Q CQL critic, Polyak target critic.
+
+    Everything a checkpoint needs to act lives in it: the config and shapes as primitive
+    hyperparameters, the normalisers as buffers.
+    """
+
+    def __init__(self, cfg: dict, obs_dim: int, action_dim: int, action_low: list,
+                 action_high: list, obs_keys: list, dataset_id: str):
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = c = TrainConfig.from_dict(cfg)
+        self.automatic_optimization = False
+        self.obs_dim, self.action_dim = obs_dim, action_dim
+        self.obs_normalizer = Normalizer(obs_dim)
+        self.action_normalizer = Normalizer(action_dim)
+        obs_in, chunk_dim = obs_dim * c.obs_horizon, action_dim * c.pred_horizon
+        self.actor = MeanFlowActor(obs_in, chunk_dim, c.actor_hidden_dim, c.actor_num_layers)
+        self.critic = DoubleCritic(obs_in, chunk_dim, c.critic_hidden_dim, c.critic_num_layers,
+                                   c.critic_layer_norm)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer("action_low", torch.tensor(action_low, dtype=torch.float32))
+        self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
+        # Lightning's global_step counts both optimizers' steps; this counts updates.
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    # -- normalised bounds of a flat chunk (B, pred_horizon * action_dim)
+    def _chunk_box(self, low: torch.Tensor, high: torch.Tensor):
+        n = self.action_normalizer
+        low, high = n.normalize(low), n.normalize(high)
+        return low.repeat(self.cfg.pred_horizon), high.repeat(self.cfg.pred_horizon)
+
+    def configure_optimizers(self):
+        lr = self.cfg.learning_rate
+        return [torch.optim.Adam(self.actor.parameters(), lr=lr),
+                torch.optim.Adam(self.critic.parameters(), lr=lr)]
+
+    def training_step(self, batch: dict, batch_idx: int):
+        actor_opt, critic_opt = self.optimizers()
+        bounds = self._chunk_box(self.action_low, self.action_high) \
+            + self._chunk_box(self.action_normalizer.low, self.action_normalizer.high)
+
+        critic_loss, info = compute_critic_loss(self.critic, self.target_critic, self.actor,
+                                                batch, self.cfg, *bounds)
+        self._step(critic_opt, critic_loss, "critic")
+        self._polyak_update()
+
+        actor_loss, actor_info = compute_actor_loss(self.actor, self.critic, batch, self.cfg)
+        self._step(actor_opt, actor_loss, "actor")
+        info.update(actor_info)
+
+        self.num_updates += 1
+        self.log_dict({k: v.float() for k, v in info.items()}, on_step=True, on_epoch=False)
+        self.log_dict({"loss/critic": critic_loss.detach(), "loss/actor": actor_loss.detach()},
+                      on_step=True, on_epoch=False, prog_bar=True)
+        self.log("updates", self.num_updates.float(), on_step=True, on_epoch=False)
+        if self.cfg.max_updates and int(self.num_updates) >= self.cfg.max_updates:
+            self.trainer.should_stop = True
+
+    def _step(self, optimizer, loss: torch.Tensor, name: str) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"The {name} loss became {loss.item()} at update {int(self.num_updates)}. "
+                "Training stopped before this step, so the saved checkpoints hold finite weights. "
+                "Under --mixed-precision 16-mixed try bf16-mixed or 32-true; otherwise lower "
+                "--learning-rate or set --grad-clip.")
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.cfg.grad_clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.cfg.grad_clip,
+                                gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    @torch.no_grad()
+    def _polyak_update(self) -> None:
+        for target, source in zip(self.target_critic.parameters(), self.critic.parameters()):
+            target.lerp_(source, self.cfg.tau)
+
+    def validation_step(self, batch: dict, batch_idx: int):
+        # Fixed noise per batch, so validation losses compare across epochs.
+        generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + batch_idx)
+        obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
+        loss, _ = compute_meanflow_loss(self.actor, obs, actions, mask, self.cfg, generator)
+        noise = torch.randn(flat(actions).shape, generator=generator).to(actions)
+        chunk = self.actor.sample(obs, noise, self.cfg.inference_steps)
+        mse = masked_mse(chunk, actions, mask)
+        size = len(obs)
+        self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("val/action_mse", mse, batch_size=size, sync_dist=True)
+
+    # -- acting
+    @torch.no_grad()
+    def predict_action(self, obs_window: torch.Tensor, noise: torch.Tensor,
+                       num_candidates: int = 1) -> torch.Tensor:
+        """Action chunks in raw units, clipped to the bounds.
+
+        obs_window (N, obs_horizon, obs_dim) raw; noise (N * num_candidates, chunk_dim).
+        With several candidates per state, the critic picks the chunk it values most.
+        """
+        obs = flat(self.obs_normalizer.normalize(obs_window))
+        if num_candidates > 1:
+            obs = obs.repeat_interleave(num_candidates, dim=0)
+        chunk = self.actor.sample(obs, noise, self.cfg.inference_steps)
+        if num_candidates > 1:
+            q = self.critic(obs, chunk).mean(0).reshape(-1, num_candidates)
+            best = q.argmax(1) + torch.arange(len(q), device=q.device) * num_candidates
+            chunk = chunk[best]
+        chunk = chunk.reshape(len(chunk), self.cfg.pred_horizon, self.action_dim)
+        actions = self.action_normalizer.unnormalize(chunk)
+        return torch.maximum(torch.minimum(actions, self.action_high), self.action_low)
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> MeanFlowQL:
+    """A MeanFlowQL from a checkpoint file, loaded with weights_only=True (no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"Checkpoint {path} does not exist. Pass the path of a .ckpt file "
+                         "written by `python main.py train` (runs/<run>/checkpoints/best.ckpt).")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure here means an unusable file
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(
+            f"Checkpoint {path} cannot be loaded safely: {first_line}. It is truncated, corrupt, "
+            "or holds objects other than tensors and plain values (loading those could run "
+            "code, so it is refused). Use a checkpoint written by `python main.py train`.") \
+            from None
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams or "state_dict" not in checkpoint or "cfg" not in hparams:
+        raise UsageError(f"{path} is not a meanflow-ql checkpoint (no config or weights inside). "
+                         "Use a checkpoint written by `python main.py train`.")
+    model = MeanFlowQL(**hparams)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise UsageError(f"Checkpoint {path} does not match its own configuration ({err}); "
+                         "the file is damaged or from an incompatible version.") from None
+    return model.eval()
+
+
+# --- the policy used for rollouts --------------------------------------------------------------
+
+class MeanFlowPolicy:
+    """Acts in one or several environments from a trained model.
+
+    Keeps each environment's observation history and the not-yet-executed part of its current
+    chunk: `act` samples a chunk when the queue is empty, executes `action_horizon` actions of it,
+    then replans. Noise comes from a seeded generator, so rollouts are reproducible.
+    """
+
+    def __init__(self, model: MeanFlowQL, action_horizon: int | None = None,
+                 num_candidates: int | None = None, seed: int = 0, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        cfg = model.cfg
+        self.action_horizon = action_horizon or cfg.action_horizon
+        self.num_candidates = num_candidates or cfg.num_candidates
+        if not 1 <= self.action_horizon <= cfg.pred_horizon:
+            raise UsageError(f"action_horizon {self.action_horizon} must lie between 1 and the "
+                             f"checkpoint's pred_horizon ({cfg.pred_horizon}).")
+        self.obs_keys = model.hparams["obs_keys"]
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.history = None        # (N, obs_horizon, obs_dim) raw observations
+        self.queue = None          # (N, k, action_dim) actions left to execute
+        self.queue_left = None     # (N,) how many are left per environment
+
+    @classmethod
+    def from_checkpoint(cls, path, **kwargs) -> "MeanFlowPolicy":
+        return cls(load_checkpoint(path), **kwargs)
+
+    def reset(self, env_index=None) -> None:
+        """Forget history and queued actions: of all environments, or of the given ones."""
+        if env_index is None or self.history is None:
+            self.history = self.queue = self.queue_left = None
+        else:
+            self.queue_left[env_index] = 0
+            self.history[env_index] = float("nan")   # refilled from the next observation
+
+    def _flatten(self, obs, batched: bool) -> torch.Tensor:
+        if isinstance(obs, dict):
+            if not batched:
+                obs = {k: np.asarray(v)[None] for k, v in obs.items()}
+            flat_obs = flatten_observations(obs, self.obs_keys)
+        else:
+            flat_obs = np.asarray(obs, dtype=np.float32).reshape(
+                -1 if batched else 1, self.model.obs_dim)
+        return torch.from_numpy(flat_obs).float()
+
+    def act(self, obs, batched: bool = False) -> np.ndarray:
+        """The next action for each environment: (action_dim,) or (N, action_dim) if batched."""
+        current = self._flatten(obs, batched)                       # (N, obs_dim)
+        horizon = self.model.cfg.obs_horizon
+        if self.history is None:
+            self.history = current[:, None].repeat(1, horizon, 1)
+            self.queue_left = np.zeros(len(current), dtype=np.int64)
+            self.queue = torch.zeros(len(current), self.action_horizon, self.model.action_dim)
+        else:
+            fresh = torch.isnan(self.history[:, -1, 0])
+            self.history = torch.cat([self.history[:, 1:], current[:, None]], dim=1)
+            # A reset environment starts its history by repeating its first observation.
+            self.history[fresh] = current[fresh][:, None].repeat(1, horizon, 1)
+        replan = np.flatnonzero(self.queue_left == 0)
+        if len(replan):
+            noise = torch.randn(len(replan) * self.num_candidates,
+                                self.model.action_dim * self.model.cfg.pred_horizon,
+                                generator=self.generator)
+            chunk = self.model.predict_action(self.history[replan].to(self.device),
+                                              noise.to(self.device), self.num_candidates)
+            self.queue[replan] = chunk[:, :self.action_horizon].cpu()
+            self.queue_left[replan] = self.action_horizon
+        step = self.action_horizon - self.queue_left
+        actions = self.queue[np.arange(len(current)), step].numpy()
+        self.queue_left -= 1
+        return actions if batched else actions[0]
