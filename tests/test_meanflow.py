@@ -1,0 +1,140 @@
+"""The MeanFlow target, the optimizers, the target critic and a real Trainer run."""
+
+import copy
+
+import lightning as L
+import numpy as np
+import torch
+from torch.func import jvp
+
+from config import TrainConfig
+from dataset import MinariDataModule
+from meanflow_ql import (MeanFlowActor, MeanFlowPolicy, MeanFlowQL, compute_meanflow_loss,
+                         load_checkpoint)
+
+
+def small_config(**overrides):
+    values = dict(obs_horizon=2, pred_horizon=3, action_horizon=2, batch_size=4,
+                  actor_hidden_dim=32, critic_hidden_dim=32, actor_num_layers=2,
+                  critic_num_layers=2, val_fraction=0.34, cql_alpha=1.0, actor_q_weight=1.0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def toy_model(data, cfg):
+    model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim, data.action_low.tolist(),
+                       data.action_high.tolist(), data.obs_keys, cfg.dataset)
+    model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
+    model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
+    return model
+
+
+def test_jvp_matches_a_finite_difference_along_the_flow():
+    torch.manual_seed(0)
+    actor = MeanFlowActor(obs_dim=3, chunk_dim=4, hidden_dim=16, num_layers=2).double()
+    z, v, obs = torch.randn(5, 4).double(), torch.randn(5, 4).double(), torch.randn(5, 3).double()
+    r, t = torch.full((5,), 0.2).double(), torch.full((5,), 0.7).double()
+    _, dudt = jvp(lambda z_, r_, t_: actor(z_, r_, t_, obs), (z, r, t),
+                  (v, torch.zeros_like(r), torch.ones_like(t)))
+    h = 1e-6
+    finite = (actor(z + h * v, r, t + h, obs) - actor(z - h * v, r, t - h, obs)) / (2 * h)
+    torch.testing.assert_close(dudt, finite, rtol=1e-5, atol=1e-7)
+
+
+def test_meanflow_loss_gradient_comes_only_from_u():
+    """Zeroing the loss's gradient path through u must leave no gradient at all."""
+    torch.manual_seed(0)
+    cfg = small_config()
+    actor = MeanFlowActor(obs_dim=4, chunk_dim=6, hidden_dim=16, num_layers=2)
+    obs, actions = torch.randn(8, 4), torch.randn(8, 3, 2)
+    mask = torch.ones(8, 3, dtype=torch.bool)
+    loss, info = compute_meanflow_loss(actor, obs, actions, mask, cfg)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in actor.parameters())
+    # Masked-out steps do not contribute: a loss with every step masked is exactly zero.
+    zero, _ = compute_meanflow_loss(actor, obs, actions, torch.zeros_like(mask), cfg)
+    assert zero.item() == 0.0
+
+
+def test_one_step_sampling_is_noise_minus_average_velocity():
+    torch.manual_seed(0)
+    actor = MeanFlowActor(obs_dim=2, chunk_dim=3, hidden_dim=8, num_layers=1)
+    obs, noise = torch.randn(4, 2), torch.randn(4, 3)
+    ones = torch.ones(4)
+    expected = noise - actor(noise, 0 * ones, ones, obs)
+    torch.testing.assert_close(actor.sample(obs, noise, steps=1), expected)
+    two = actor.sample(obs, noise, steps=2)
+    half = noise - 0.5 * actor(noise, 0.5 * ones, ones, obs)
+    torch.testing.assert_close(two, half - 0.5 * actor(half, 0 * ones, 0.5 * ones, obs))
+
+
+def test_each_optimizer_moves_only_its_own_parameters(toy_dataset):
+    cfg = small_config(dataset=toy_dataset.spec.dataset_id)
+    data = MinariDataModule(cfg, toy_dataset)
+    model = toy_model(data, cfg)
+    actor_opt, critic_opt = model.configure_optimizers()
+    owned = {id(p) for group in actor_opt.param_groups for p in group["params"]}
+    critic_owned = {id(p) for group in critic_opt.param_groups for p in group["params"]}
+    assert owned == {id(p) for p in model.actor.parameters()}
+    assert critic_owned == {id(p) for p in model.critic.parameters()}
+    target_ids = {id(p) for p in model.target_critic.parameters()}
+    assert not target_ids & (owned | critic_owned)
+    assert not any(p.requires_grad for p in model.target_critic.parameters())
+
+    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=0, accelerator="cpu")
+    before = copy.deepcopy(model.state_dict())
+    trainer.fit(model, datamodule=data)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("actor.") for k in changed)
+    assert any(k.startswith("critic.") for k in changed)
+    assert not any(k.startswith(("obs_normalizer", "action_normalizer")) for k in changed)
+    assert int(model.num_updates) == 2          # max_steps counts both optimizers' steps
+
+
+def test_target_critic_moves_only_by_polyak_averaging(toy_dataset):
+    cfg = small_config(dataset=toy_dataset.spec.dataset_id, tau=0.25)
+    data = MinariDataModule(cfg, toy_dataset)
+    model = toy_model(data, cfg)
+    with torch.no_grad():                        # make critic and target differ
+        for p in model.critic.parameters():
+            p.add_(torch.randn_like(p))
+    target = copy.deepcopy(model.target_critic.state_dict())
+    critic = copy.deepcopy(model.critic.state_dict())
+    model._polyak_update()
+    for name, value in model.target_critic.state_dict().items():
+        torch.testing.assert_close(value, 0.75 * target[name] + 0.25 * critic[name])
+
+
+def test_a_trainer_run_writes_a_checkpoint_that_reloads_and_acts(toy_dataset, tmp_path):
+    cfg = small_config(dataset=toy_dataset.spec.dataset_id, action_horizon=2, pred_horizon=3)
+    data = MinariDataModule(cfg, toy_dataset)
+    model = toy_model(data, cfg)
+    trainer = L.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False,
+                        enable_progress_bar=False, accelerator="cpu")
+    trainer.fit(model, datamodule=data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+
+    loaded = load_checkpoint(path)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value)
+    assert int(loaded.num_updates) == int(model.num_updates) > 0
+
+    policy = MeanFlowPolicy(loaded, seed=0)
+    twin = MeanFlowPolicy(load_checkpoint(path), seed=0)
+    obs = np.array([1.0, 101.0])
+    actions = [policy.act(obs + i) for i in range(5)]
+    assert all(a.shape == (2,) and np.all(np.abs(a) <= 2.0) for a in actions)
+    np.testing.assert_array_equal(np.stack(actions), np.stack([twin.act(obs + i)
+                                                               for i in range(5)]))
+    # action_horizon = 2: the second action comes from the chunk sampled at the first, so a
+    # network changed in between matters only from the third action (the replan) on.
+    changed = MeanFlowPolicy(load_checkpoint(path), seed=0)
+    untouched = MeanFlowPolicy(load_checkpoint(path), seed=0)
+    assert np.array_equal(changed.act(obs), untouched.act(obs))
+    with torch.no_grad():
+        changed.model.actor.net[-1].bias.add_(1.0)
+    assert np.array_equal(changed.act(obs), untouched.act(obs))
+    assert not np.array_equal(changed.act(obs), untouched.act(obs))
