@@ -199,9 +199,10 @@ def offline_test(checkpoint_path: Path, dataset_id: str | None) -> dict:
             total_raw += float(masked_mse(raw_pred, raw_data, mask)) * weight
             count += weight
     held_out = "held-out" if data.val_ids else "training (no held-out episodes)"
+    windows = data.val_set if data.val_set is not None else data.train_set
     return {"checkpoint": str(checkpoint_path), "dataset": dataset_id,
             "episodes": len(data.val_ids) if data.val_ids else len(data.train_ids),
-            "split": held_out, "steps": int(count),
+            "split": held_out, "windows": len(windows), "action_steps": int(count),
             "action_mse_normalized": total_mse / max(count, 1),
             "action_mse": total_raw / max(count, 1)}
 
@@ -214,7 +215,7 @@ def test(args: argparse.Namespace) -> dict:
         checkpoint = newest_checkpoint(args.output_dir, args.dataset or DEFAULT_DATASET)
         print(f"Using the best checkpoint of the newest run: {checkpoint}")
     results = offline_test(checkpoint, args.dataset)
-    print(f"Offline test on {results['steps']} steps of {results['episodes']} {results['split']} "
+    print(f"Offline test on {results['windows']} windows of {results['episodes']} {results['split']} "
           f"episodes of {results['dataset']}:\n"
           f"  action MSE (normalised units): {results['action_mse_normalized']:.5f}\n"
           f"  action MSE (raw units):        {results['action_mse']:.5f}")
@@ -223,7 +224,9 @@ def test(args: argparse.Namespace) -> dict:
     print(f"Saved {out}")
     if not args.skip_online_eval:
         import eval_online
-        eval_online.evaluate_checkpoint(checkpoint, dataset_id=args.dataset)
+        eval_online.evaluate_checkpoint(checkpoint, dataset_id=args.dataset,
+                                        episodes=args.episodes, seed=args.seed,
+                                        num_envs=args.num_envs, log_to_tensorboard=True)
     return results
 
 
@@ -245,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     test_parser.add_argument("--skip-online-eval", action="store_true",
                              help="only the offline test")
     test_parser.add_argument("--output-dir", default="runs", help="where runs are (default runs)")
+    test_parser.add_argument("--episodes", type=int, default=10,
+                             help="online evaluation episodes (default 10)")
+    test_parser.add_argument("--seed", type=int, default=0,
+                             help="seed of the first online episode (default 0)")
+    test_parser.add_argument("--num-envs", type=int, default=1,
+                             help="environments stepped at once in the online evaluation")
     test_parser.add_argument("--mixed-precision", help=argparse.SUPPRESS)
     commands.add_parser("collect", help="build a local Minari dataset (see collect --help)",
                         add_help=False)

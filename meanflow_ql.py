@@ -345,7 +345,8 @@ class MeanFlowPolicy:
 
     Keeps each environment's observation history and the not-yet-executed part of its current
     chunk: `act` samples a chunk when the queue is empty, executes `action_horizon` actions of it,
-    then replans. Noise comes from a seeded generator, so rollouts are reproducible.
+    then replans. Each environment draws its noise from its own seeded generator, so an episode's
+    actions do not depend on how many environments run beside it.
     """
 
     def __init__(self, model: MeanFlowQL, action_horizon: int | None = None,
@@ -359,20 +360,26 @@ class MeanFlowPolicy:
                              f"checkpoint's pred_horizon ({cfg.pred_horizon}).")
         self.obs_keys = model.hparams["obs_keys"]
         self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.chunk_dim = model.action_dim * cfg.pred_horizon
         self.history = None        # (N, obs_horizon, obs_dim) raw observations
-        self.queue = None          # (N, k, action_dim) actions left to execute
+        self.queue = None          # (N, action_horizon, action_dim) actions of the current chunks
         self.queue_left = None     # (N,) how many are left per environment
+        self.generators = {}       # environment index -> torch.Generator
 
     @classmethod
     def from_checkpoint(cls, path, **kwargs) -> "MeanFlowPolicy":
         return cls(load_checkpoint(path), **kwargs)
 
-    def reset(self, env_index=None) -> None:
-        """Forget history and queued actions: of all environments, or of the given ones."""
-        if env_index is None or self.history is None:
+    def reset(self, env_index: int | None = None, seed: int | None = None) -> None:
+        """Start new episodes: in all environments, or in one (optionally reseeding its noise)."""
+        if env_index is None:
             self.history = self.queue = self.queue_left = None
-        else:
+            self.generators = {}
+            return
+        if seed is not None:
+            self.generators[env_index] = torch.Generator().manual_seed(seed)
+        if self.history is not None:
             self.queue_left[env_index] = 0
             self.history[env_index] = float("nan")   # refilled from the next observation
 
@@ -385,6 +392,12 @@ class MeanFlowPolicy:
             flat_obs = np.asarray(obs, dtype=np.float32).reshape(
                 -1 if batched else 1, self.model.obs_dim)
         return torch.from_numpy(flat_obs).float()
+
+    def _noise(self, env_index: int) -> torch.Tensor:
+        if env_index not in self.generators:
+            self.generators[env_index] = torch.Generator().manual_seed(self.seed + env_index)
+        return torch.randn(self.num_candidates, self.chunk_dim,
+                           generator=self.generators[env_index])
 
     def act(self, obs, batched: bool = False) -> np.ndarray:
         """The next action for each environment: (action_dim,) or (N, action_dim) if batched."""
@@ -401,9 +414,7 @@ class MeanFlowPolicy:
             self.history[fresh] = current[fresh][:, None].repeat(1, horizon, 1)
         replan = np.flatnonzero(self.queue_left == 0)
         if len(replan):
-            noise = torch.randn(len(replan) * self.num_candidates,
-                                self.model.action_dim * self.model.cfg.pred_horizon,
-                                generator=self.generator)
+            noise = torch.cat([self._noise(int(i)) for i in replan])
             chunk = self.model.predict_action(self.history[replan].to(self.device),
                                               noise.to(self.device), self.num_candidates)
             self.queue[replan] = chunk[:, :self.action_horizon].cpu()

@@ -1,0 +1,272 @@
+"""Online evaluation: roll a checkpoint's policy out in the dataset's environment.
+
+    python eval_online.py --checkpoint PATH [--dataset ID] [--episodes N] [--seed S]
+                          [--num-envs K] [--action-horizon H] [--num-candidates N]
+                          [--env ENV_ID] [--video PATH]
+
+Episode i is reset with seed + i and draws its policy noise from its own generator seeded the
+same way, so the same arguments give the same numbers, whatever --num-envs is.
+`python main.py test` runs the same `evaluate_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")   # headless MuJoCo rendering
+
+from config import UsageError  # noqa: E402
+
+
+# --- environments ------------------------------------------------------------------------------
+
+def environment_spec(dataset, env_id: str | None):
+    """What to build: --env, else the dataset's evaluation env, else its collection env."""
+    if env_id:
+        return env_id
+    spec = dataset.spec
+    env_spec = getattr(spec, "eval_env_spec", None) or getattr(spec, "env_spec", None)
+    if env_spec is None:
+        raise UsageError(f"Dataset {spec.dataset_id} records no environment, so there is nothing "
+                         "to roll out in. Pass one with --env ENV_ID (a Gymnasium id).")
+    return env_spec
+
+
+def make_env_fn(env_spec, **kwargs):
+    def make():
+        import gymnasium as gym
+        return gym.make(env_spec, **kwargs)
+    return make
+
+
+def make_vector_env(env_spec, num_envs: int):
+    import gymnasium as gym
+    try:
+        probe = make_env_fn(env_spec)()
+    except gym.error.Error as err:
+        raise UsageError(f"Environment {getattr(env_spec, 'id', env_spec)} cannot be made: "
+                         f"{err} Pass an installed Gymnasium id with --env.") from None
+    probe.close()
+    fns = [make_env_fn(env_spec) for _ in range(num_envs)]
+    # Processes pay off only with several environments; one stays in this process.
+    return gym.vector.AsyncVectorEnv(fns) if num_envs > 1 else gym.vector.SyncVectorEnv(fns)
+
+
+def check_shapes(policy, envs) -> None:
+    import gymnasium as gym
+
+    obs_dim = gym.spaces.flatdim(envs.single_observation_space)
+    action_dim = gym.spaces.flatdim(envs.single_action_space)
+    model = policy.model
+    if (obs_dim, action_dim) != (model.obs_dim, model.action_dim):
+        raise UsageError(
+            f"The checkpoint was trained on observations of size {model.obs_dim} and actions of "
+            f"size {model.action_dim} ({model.hparams['dataset_id']}), but the environment has "
+            f"{obs_dim} and {action_dim}. Evaluate it in its own dataset's environment.")
+
+
+# --- the evaluation loop ---------------------------------------------------------------------
+
+def run_episodes(policy, envs, num_episodes: int, seed: int, progress: bool = True) -> dict:
+    """Per-episode returns, lengths and success flags (None where the env has no signal)."""
+    from tqdm import tqdm
+
+    k = envs.num_envs
+    returns = np.zeros(num_episodes)
+    lengths = np.zeros(num_episodes, dtype=np.int64)
+    successes: list = [None] * num_episodes
+    bar = tqdm(total=num_episodes, desc="episodes", disable=not progress, leave=False)
+    # Episodes run in rounds of k, each environment reset with its episode's seed.
+    for start in range(0, num_episodes, k):
+        episodes = list(range(start, min(start + k, num_episodes)))
+        seeds = [seed + start + j for j in range(k)]
+        obs, _ = envs.reset(seed=seeds)
+        policy.reset()
+        for j in range(k):
+            policy.reset(j, seed=seeds[j])
+        active = np.array([j < len(episodes) for j in range(k)])
+        while active.any():
+            obs, reward, terminated, truncated, info = envs.step(policy.act(obs, batched=True))
+            for j in np.flatnonzero(active):
+                episode = start + j
+                returns[episode] += reward[j]
+                lengths[episode] += 1
+                if terminated[j] or truncated[j]:
+                    successes[episode] = success_flag(info, j)
+                    active[j] = False
+                    bar.update(1)
+    bar.close()
+    return {"returns": returns, "lengths": lengths, "successes": successes}
+
+
+def success_flag(info: dict, j: int):
+    for key in ("success", "is_success"):
+        if key in info and info.get(f"_{key}", np.ones(j + 1, bool))[j]:
+            return bool(info[key][j])
+    return None
+
+
+def summarize(results: dict, dataset) -> dict:
+    import minari
+
+    returns = results["returns"]
+    summary = {
+        "episodes": len(returns),
+        "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+        "return_min": float(returns.min()), "return_max": float(returns.max()),
+        "length_mean": float(results["lengths"].mean()),
+        "returns": [float(r) for r in returns],
+    }
+    if dataset is not None and dataset.storage.metadata.get("ref_min_score") is not None:
+        scores = minari.get_normalized_score(dataset, returns) * 100
+        summary.update(normalized_score_mean=float(scores.mean()),
+                       normalized_score_std=float(scores.std()))
+    flags = [s for s in results["successes"] if s is not None]
+    if flags:
+        summary["success_rate"] = float(np.mean(flags))
+    return summary
+
+
+def record_video(policy, env_spec, path: Path, seed: int) -> int:
+    """Render one seeded episode offscreen and write it as .mp4 or .gif; returns frame count."""
+    import imageio.v2 as imageio
+
+    try:
+        env = make_env_fn(env_spec, render_mode="rgb_array")()
+        obs, _ = env.reset(seed=seed)
+        frames = [env.render()]
+    except Exception as err:  # noqa: BLE001 - any renderer failure gets the same advice
+        raise UsageError(
+            f"Cannot render the environment offscreen ({err}). MuJoCo renders headless through "
+            "EGL: install Mesa's EGL (`apt-get install libegl1 libgl1`) and run with "
+            "MUJOCO_GL=egl (the default here), or osmesa with `libosmesa6` and MUJOCO_GL=osmesa.")\
+            from None
+    policy.reset()
+    policy.reset(0, seed=seed)
+    done = False
+    while not done:
+        obs, _, terminated, truncated, _ = env.step(policy.act(obs))
+        frames.append(env.render())
+        done = terminated or truncated
+    env.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fps = env.metadata.get("render_fps", 20)
+    if path.suffix.lower() == ".gif":
+        imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
+    else:
+        imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
+    return len(frames)
+
+
+# --- from a checkpoint -------------------------------------------------------------------------
+
+def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
+                        episodes: int = 10, seed: int = 0, num_envs: int = 1,
+                        action_horizon: int | None = None, num_candidates: int | None = None,
+                        env_id: str | None = None, video: str | None = None,
+                        log_to_tensorboard: bool = False, progress: bool = True) -> dict:
+    """Evaluate a checkpoint online, print and save the figures; returns the summary."""
+    import main as cli
+    from meanflow_ql import MeanFlowPolicy, load_checkpoint
+
+    if episodes < 1:
+        raise UsageError(f"--episodes must be at least 1 (got {episodes}).")
+    if num_envs < 1:
+        raise UsageError(f"--num-envs must be at least 1 (got {num_envs}).")
+    checkpoint = Path(checkpoint)
+    model = load_checkpoint(checkpoint)
+    policy = MeanFlowPolicy(model, action_horizon=action_horizon,
+                            num_candidates=num_candidates, seed=seed)
+    dataset_id = dataset_id or model.hparams["dataset_id"]
+    dataset = cli.load_dataset(dataset_id)
+    env_spec = environment_spec(dataset, env_id)
+    envs = make_vector_env(env_spec, min(num_envs, episodes))
+    try:
+        check_shapes(policy, envs)
+        results = run_episodes(policy, envs, episodes, seed, progress)
+    finally:
+        envs.close()
+    summary = summarize(results, dataset)
+    summary.update(checkpoint=str(checkpoint), dataset=dataset_id, seed=seed,
+                   env=str(getattr(env_spec, "id", env_spec)),
+                   action_horizon=policy.action_horizon, num_candidates=policy.num_candidates)
+    print(format_summary(summary))
+    out = checkpoint.with_name(checkpoint.stem + ".online.json")
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"Saved {out}")
+    if video:
+        frames = record_video(policy, env_spec, Path(video), seed)
+        print(f"Wrote {video} ({frames} frames)")
+    if log_to_tensorboard:
+        log_summary(checkpoint, summary, int(model.num_updates))
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"Online evaluation of {s['checkpoint']} in {s['env']} over {s['episodes']} episodes "
+             f"(seeds {s['seed']}..{s['seed'] + s['episodes'] - 1}):",
+             f"  return: {s['return_mean']:.3f} +- {s['return_std']:.3f} "
+             f"(min {s['return_min']:.3f}, max {s['return_max']:.3f}), "
+             f"length {s['length_mean']:.1f}"]
+    if "normalized_score_mean" in s:
+        lines.append(f"  normalised score: {s['normalized_score_mean']:.2f} "
+                     f"+- {s['normalized_score_std']:.2f}")
+    if "success_rate" in s:
+        lines.append(f"  success rate: {s['success_rate']:.3f}")
+    return "\n".join(lines)
+
+
+def log_summary(checkpoint: Path, summary: dict, step: int) -> None:
+    """Write the figures into the run's TensorBoard log (runs/<run>/tensorboard)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    log_dir = checkpoint.resolve().parent.parent / "tensorboard"
+    if not log_dir.is_dir():
+        return
+    writer = SummaryWriter(str(log_dir))
+    for key in ("return_mean", "return_std", "normalized_score_mean", "success_rate",
+                "length_mean"):
+        if key in summary:
+            writer.add_scalar(f"test/{key}", summary[key], step)
+    writer.close()
+
+
+def build_parser(prog: str = "eval_online.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file to evaluate")
+    parser.add_argument("--dataset", help="dataset id (default: the checkpoint's)")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 (default 0)")
+    parser.add_argument("--num-envs", type=int, default=1,
+                        help="environments stepped at once, in processes when > 1 (default 1)")
+    parser.add_argument("--action-horizon", type=int,
+                        help="actions executed per chunk (default: the checkpoint's)")
+    parser.add_argument("--num-candidates", type=int,
+                        help="chunks sampled per replan, best by the critic (default: "
+                             "the checkpoint's)")
+    parser.add_argument("--env", help="Gymnasium id overriding the dataset's environment")
+    parser.add_argument("--video", help="write one rendered episode to this .mp4 or .gif")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        evaluate_checkpoint(args.checkpoint, args.dataset, args.episodes, args.seed,
+                            args.num_envs, args.action_horizon, args.num_candidates, args.env,
+                            args.video)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
