@@ -1,0 +1,166 @@
+"""The command line as a user runs it: a real local Pusher dataset, train, test, evaluate."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(args, env, cwd, timeout=300):
+    """Run `python <args>` from the repository and return (exit code, stdout, stderr)."""
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    return result.returncode, result.stdout, result.stderr
+
+
+def float_after(text: str, label: str) -> float:
+    line = next(line for line in text.splitlines() if label in line)
+    return float(line.split(label)[1].split()[0])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`python main.py train` with no --dataset on an empty store: builds the default, trains."""
+    base = tmp_path_factory.mktemp("cli")
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(base / "minari"),
+           "MEANFLOW_QL_COLLECT_EPISODES": "16", "MEANFLOW_QL_REF_EPISODES": "4"}
+    code, out, err = run([str(ROOT / "main.py"), "train", "--epochs", "2", "--batch-size", "64",
+                          "--actor-hidden-dim", "64", "--critic-hidden-dim", "64"], env, base)
+    assert code == 0, err
+    runs = list((base / "runs").iterdir())
+    assert len(runs) == 1
+    return {"env": env, "cwd": base, "run": runs[0], "out": out}
+
+
+def test_train_builds_the_default_dataset_and_writes_a_run(trained):
+    run_dir, out = trained["run"], trained["out"]
+    assert "is not on disk yet; building it now" in out
+    assert run_dir.name.startswith("local-pusher-expert-v0_seed0_")
+    assert (Path(trained["env"]["MINARI_DATASETS_PATH"]) / "local/pusher/expert-v0/data").is_dir()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["num_epochs"] == 2 and config["batch_size"] == 64
+    assert config["dataset"] == "local/pusher/expert-v0"
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert "Best checkpoint" in out and str(run_dir / "checkpoints" / "best.ckpt") in out
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("critic/td_loss", "critic/cql_penalty", "critic/q_data", "actor/meanflow_loss",
+                "actor/q_term", "actor/action_mse", "val/loss"):
+        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    assert len(events.Scalars("val/loss")) == 2          # one validation per epoch
+
+
+def test_test_then_eval_online_give_the_same_figures(trained):
+    env, cwd = trained["env"], trained["cwd"]
+    code, out, err = run([str(ROOT / "main.py"), "test", "--episodes", "2"], env, cwd)
+    assert code == 0, err
+    best = trained["run"] / "checkpoints" / "best.ckpt"
+    assert f"Using the best checkpoint of the newest run: runs/{trained['run'].name}" in out
+    offline = json.loads(best.with_name("best.test.json").read_text())
+    assert offline["action_mse"] == pytest.approx(float_after(out, "(raw units):"), rel=1e-4)
+    assert offline["episodes"] >= 1 and offline["action_mse"] > 0
+    online = json.loads(best.with_name("best.online.json").read_text())
+    assert online["episodes"] == 2 and len(online["returns"]) == 2
+    assert online["return_mean"] == pytest.approx(float_after(out, "return:"), abs=1e-3)
+    assert -200 < online["return_mean"] < 0 and "normalized_score_mean" in online
+
+    # The same checkpoint through eval_online.py, twice, and with two environments at once.
+    code, out2, err = run([str(ROOT / "eval_online.py"), "--checkpoint", str(best),
+                           "--episodes", "2"], env, cwd)
+    assert code == 0, err
+    again = json.loads(best.with_name("best.online.json").read_text())
+    assert again["returns"] == online["returns"]
+    code, out3, err = run([str(ROOT / "eval_online.py"), "--checkpoint", str(best),
+                           "--episodes", "2", "--num-envs", "2"], env, cwd)
+    assert code == 0, err
+    parallel = json.loads(best.with_name("best.online.json").read_text())
+    assert parallel["returns"] == pytest.approx(online["returns"], abs=1e-6)
+
+    events = EventAccumulator(str(trained["run"] / "tensorboard"))
+    events.Reload()
+    assert "test/return_mean" in events.Tags()["scalars"]
+
+
+def test_video_decodes_to_frames(trained, tmp_path):
+    import imageio.v3 as iio
+
+    best = trained["run"] / "checkpoints" / "best.ckpt"
+    video = tmp_path / "episode.gif"
+    code, out, err = run([str(ROOT / "eval_online.py"), "--checkpoint", str(best),
+                          "--episodes", "1", "--video", str(video)], trained["env"],
+                         trained["cwd"])
+    assert code == 0, err
+    frames = iio.imread(video)
+    assert frames.shape[0] == 101 and frames.shape[1:3] == (480, 480)
+    assert frames.std() > 0                                # not a blank picture
+
+
+def expect_usage_error(args, env, cwd, *phrases):
+    start = time.monotonic()
+    code, out, err = run(args, env, cwd)
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    for phrase in phrases:
+        assert phrase in err, err
+    return time.monotonic() - start
+
+
+def test_bad_input_gets_one_clear_message(trained, tmp_path):
+    env, cwd = trained["env"], trained["cwd"]
+    main = str(ROOT / "main.py")
+    before = sorted(p.name for p in (cwd / "runs").iterdir())
+
+    seconds = expect_usage_error([main, "train", "--dataset", "nobody/nothing/here-v0"], env,
+                                 cwd, "nobody/nothing/here-v0", "not on disk")
+    assert seconds < 30                                   # no minute-long download retries
+    expect_usage_error([main, "train", "--dataset", "local/pusher/nonsense-v0"], env, cwd,
+                       "local/pusher/expert-v0")          # lists what it can build
+    expect_usage_error([main, "test", "--checkpoint", str(tmp_path / "missing.ckpt")], env, cwd,
+                       "does not exist")
+    expect_usage_error([main, "train", "--batch-size", "many"], env, cwd, "invalid int value")
+    expect_usage_error([main, "train", "--obs-horizon", "0"], env, cwd, "obs_horizon")
+    expect_usage_error([main, "train", "--action-horizon", "6", "--pred-horizon", "5"], env, cwd,
+                       "action_horizon (6) cannot exceed pred_horizon (5)")
+    expect_usage_error([main, "train", "--gamma", "1.5"], env, cwd, "gamma")
+
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    expect_usage_error([main, "test", "--checkpoint", str(garbage)], env, cwd, "cannot be loaded")
+    expect_usage_error([str(ROOT / "eval_online.py"), "--checkpoint",
+                        str(trained["run"] / "checkpoints" / "best.ckpt"), "--episodes", "0"],
+                       env, cwd, "--episodes")
+    expect_usage_error([str(ROOT / "eval_online.py"), "--checkpoint",
+                        str(trained["run"] / "checkpoints" / "best.ckpt"),
+                        "--action-horizon", "9"], env, cwd, "pred_horizon")
+    expect_usage_error([str(ROOT / "eval_online.py"), "--checkpoint",
+                        str(trained["run"] / "checkpoints" / "best.ckpt"),
+                        "--env", "NoSuchEnv-v9"], env, cwd, "NoSuchEnv-v9")
+    # Failed runs leave no run directory behind and touch nothing already written.
+    assert sorted(p.name for p in (cwd / "runs").iterdir()) == before
+
+
+def test_checkpoint_for_other_shapes_is_refused(trained, toy_dataset, tmp_path):
+    """A checkpoint trained on the toy dataset (2-d observations) tested on Pusher (23-d)."""
+    env = {**trained["env"], "MINARI_DATASETS_PATH": os.environ["MINARI_DATASETS_PATH"]}
+    code, out, err = run([str(ROOT / "main.py"), "train", "--dataset", "toy/known/values-v0",
+                          "--epochs", "1", "--batch-size", "4", "--output-dir",
+                          str(tmp_path / "runs")], env, tmp_path)
+    assert code == 0, err
+    toy_checkpoint = next((tmp_path / "runs").glob("*/checkpoints/best.ckpt"))
+    # The Pusher dataset lives in the module's store: copy its path in for this call.
+    pusher_env = {**trained["env"]}
+    expect_usage_error([str(ROOT / "main.py"), "test", "--dataset", "local/pusher/expert-v0",
+                        "--checkpoint", str(toy_checkpoint)], pusher_env, tmp_path,
+                       "observations of size 2", "--dataset toy/known/values-v0")
+    expect_usage_error([str(ROOT / "eval_online.py"), "--checkpoint", str(toy_checkpoint),
+                        "--env", "Pusher-v5"], env, tmp_path, "observations of size 2")
