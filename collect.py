@@ -79,13 +79,13 @@ _PENDULUM_DEGRADE = ("Gaussian noise added to the action, its std drawn per epis
 LOCAL_DATASETS: dict[str, Recipe] = {
     "local/pusher/expert-v0": Recipe(
         "Pusher-v5", "Pusher-v5, scripted expert that pushes the object toward the goal",
-        1000, ("expert",), _PUSHER_DEGRADE),
+        200, ("expert",), _PUSHER_DEGRADE),
     "local/pusher/medium-v0": Recipe(
         "Pusher-v5", "Pusher-v5, scripted expert degraded by random actions",
-        1000, ("medium",), _PUSHER_DEGRADE),
+        200, ("medium",), _PUSHER_DEGRADE),
     "local/pusher/mixed-v0": Recipe(
         "Pusher-v5", "Pusher-v5, expert, degraded and uniform-random episodes, a third each",
-        1000, ("expert", "medium", "random"), _PUSHER_DEGRADE),
+        300, ("expert", "medium", "random"), _PUSHER_DEGRADE),
     "local/invertedpendulum/medium-v0": Recipe(
         "InvertedPendulum-v5", "InvertedPendulum-v5 (100-step limit), noisy balancing controller",
         200, ("medium",), _PENDULUM_DEGRADE, max_episode_steps=100),
@@ -113,20 +113,25 @@ class PusherExpert:
     the closest rotation of it whose pre-push pose is reachable) and solves inverse kinematics
     for a pose with the bar behind the object and perpendicular to that direction. It moves there
     in joint space, first above the object, then down; then it pushes with damped least squares
-    on the tip position and the bar's yaw, slowly: the object's contact is soft and the bar
-    passes through the object when pushed faster than ~0.045 m/s.
+    on the tip position and the bar's yaw. The object's contact is soft (it moves at most ~0.045
+    m/s before the bar passes through it), so the push aims only `lead` into the object.
 
     Torques are the mass matrix times a joint-velocity error plus the joints' damping: a uniform
     gain makes the light wrist joints flip between the torque bounds every step.
     """
 
     standoff = 0.075     # bar centre behind the object's centre (object radius 0.05, bar 0.02)
-    lead = 0.03          # while pushing, aim this far into the object
-    push_speed = 0.05    # m/s cap on the commanded tip speed while pushing
-    push_height = -0.26  # tip z while pushing (object spans z in [-0.325, -0.225])
-    hover = 0.08         # height above push_height of the approach pose
+    lead = 0.06          # while pushing, aim this far into the object
+    push_speed = 0.1     # m/s cap on the commanded tip speed while pushing
+    push_height = -0.29  # tip z while pushing (object spans z in [-0.325, -0.225])
+    hover = 0.04         # height above push_height of the approach pose
     angles = np.deg2rad([0, 15, -15, 30, -30, 45, -45, 60, -60])
     q_nominal = np.array([0.5, 0.6, 0.0, -1.5, 0.0, -0.5, 0.0])
+    joint_gain = 3.0     # approach: joint velocity = gain * joint error (rad/s per rad)
+    joint_speed = 2.0    # approach: joint velocity cap (rad/s)
+    push_gain = 8.0      # push: tip velocity = gain * position error (1/s)
+    velocity_gain = 12.0 # torque = M * velocity_gain * velocity error + damping * velocity
+    damping_lambda = 0.05
 
     def __init__(self, env: gym.Env):
         self.model = env.unwrapped.model
@@ -147,6 +152,7 @@ class PusherExpert:
         d.qpos[:7] = q
         mujoco.mj_kinematics(self.model, d)
         mujoco.mj_comPos(self.model, d)
+        mujoco.mj_makeM(self.model, d)  # joint-space inertia, armature included
         mujoco.mj_jacBody(self.model, d, self._jacp, self._jacr, self.tip)
         return (d.xpos[self.tip].copy(), d.xmat[self.tip].reshape(3, 3).copy(),
                 self._jacp[:, :7].copy(), self._jacr[:, :7].copy())
@@ -210,11 +216,11 @@ class PusherExpert:
             p_star = self._kinematics(q_star)[0]
             if np.linalg.norm(p_star - p) < 0.015:
                 plan["stage"] += 1
-            qdot = np.clip(3.0 * (q_star - q), -2.0, 2.0)
+            qdot = np.clip(self.joint_gain * (q_star - q), -self.joint_speed, self.joint_speed)
             self._kinematics(q)
         else:
             target = np.r_[obj[:2] - (self.standoff - self.lead) * direction, self.push_height]
-            v = 5.0 * (target - p)
+            v = self.push_gain * (target - p)
             speed = np.linalg.norm(v)
             if speed > self.push_speed:
                 v *= self.push_speed / speed
@@ -223,14 +229,14 @@ class PusherExpert:
             free = np.ones(7, bool)
             for _ in range(3):  # lock joints at a limit that the solution pushes further out
                 jf = jac * free
-                qdot = jf.T @ np.linalg.solve(jf @ jf.T + 0.05**2 * np.eye(len(err)), err)
+                qdot = jf.T @ np.linalg.solve(jf @ jf.T + self.damping_lambda**2 * np.eye(len(err)), err)
                 bad = free & (((q > self.hi - 0.02) & (qdot > 0)) | ((q < self.lo + 0.02) & (qdot < 0)))
                 if not bad.any():
                     break
                 free &= ~bad
             qdot = qdot * free
         mujoco.mj_fullM(self.model, self.data, self._mass)
-        tau = self._mass[:7, :7] @ (12.0 * (qdot - qd)) + self.damping * qdot
+        tau = self._mass[:7, :7] @ (self.velocity_gain * (qdot - qd)) + self.damping * qdot
         return np.clip(tau, -2.0, 2.0)
 
 

@@ -62,9 +62,9 @@ def test_normalised_scores_expert_near_100_random_near_0(store):
     returns = np.array([ep.rewards.sum() for ep in dataset.iterate_episodes()])
     scores = 100 * minari.get_normalized_score(dataset, returns)
     expert, medium, random = scores[0::3], scores[1::3], scores[2::3]
-    assert np.all(np.abs(expert - 100) < 25), scores
-    assert np.all(np.abs(random) < 25), scores
-    assert np.all((medium > random) & (medium < expert + 10)), scores
+    # 2 episodes per behaviour and 3 reference episodes: loose bounds, but far apart
+    assert abs(expert.mean() - 100) < 35 and abs(random.mean()) < 20, scores
+    assert expert.min() > medium.max() and medium.min() > random.max(), scores
     ref_min, ref_max = dataset.storage.metadata["ref_min_score"], dataset.storage.metadata["ref_max_score"]
     assert np.isclose(minari.get_normalized_score(dataset, np.array(ref_max)), 1.0)
     assert np.isclose(minari.get_normalized_score(dataset, np.array(ref_min)), 0.0)
