@@ -55,6 +55,48 @@ class MeanFlowActor(nn.Module):
         # z (B, chunk_dim), r and t (B,), obs (B, obs_dim) -> (B, chunk_dim)
         return self.net(torch.cat([z, obs, t[:, None], (t - r)[:, None]], dim=-1))
 
+    def forward_with_time_derivative(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
+                                     obs: torch.Tensor, v: torch.Tensor):
+        """u(z, r, t) and its derivative along the flow, du/dt = v . d_z u + d_t u.
+
+        The derivative is a Jacobian-vector product with tangents (v, 0, 1) for (z, r, t). For
+        this MLP it is propagated by hand next to the forward pass (a tangent matmul per layer,
+        under no_grad), which reuses the forward's activations: about 1.5x a flow-matching step
+        where `torch.func.jvp` plus a separate forward costs about 2x. Other layer types fall
+        back to `torch.func.jvp`. The derivative carries no gradient (it only enters the
+        stop-gradient target); u does.
+        """
+        layers = list(self.net)
+        if not all(isinstance(layer, (nn.Linear, nn.SiLU)) for layer in layers):
+            return self._generic_time_derivative(z, r, t, obs, v)
+        h = torch.cat([z, obs, t[:, None], (t - r)[:, None]], dim=-1)
+        tangent = None
+        for layer in layers:
+            with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
+                if isinstance(layer, nn.Linear) and tangent is None:
+                    # Input tangent is (v, 0 for obs, 1 for t, 1 for t - r): only the chunk
+                    # columns and the two time columns of the first weight matter.
+                    weight = layer.weight.float()
+                    tangent = v.float() @ weight[:, :self.chunk_dim].T \
+                        + (weight[:, -2] + weight[:, -1])
+                elif isinstance(layer, nn.Linear):
+                    tangent = tangent @ layer.weight.float().T
+                else:                                  # SiLU'(h) = s (1 + h (1 - s))
+                    pre = h.float()
+                    s = torch.sigmoid(pre)
+                    tangent = tangent * (s * (1 + pre * (1 - s)))
+            h = layer(h)
+        return h, tangent
+
+    def _generic_time_derivative(self, z, r, t, obs, v):
+        u = self(z, r, t, obs)
+        with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
+            obs32 = obs.float()
+            _, dudt = jvp(lambda z_, r_, t_: self(z_, r_, t_, obs32),
+                          (z.float(), r.float(), t.float()),
+                          (v.float(), torch.zeros_like(r).float(), torch.ones_like(t).float()))
+        return u, dudt
+
     def sample(self, obs: torch.Tensor, noise: torch.Tensor, steps: int = 1) -> torch.Tensor:
         """Integrate from noise (t = 1) to data (t = 0) in `steps` equal steps."""
         z = noise
@@ -105,17 +147,11 @@ def compute_meanflow_loss(actor: MeanFlowActor, obs: torch.Tensor, actions: torc
     r, t = r.to(x.dtype), t.to(x.dtype)
     z = (1 - t[:, None]) * x + t[:, None] * noise
     v = noise - x
-    u = actor(z, r, t, obs)
-    # Target: u_tgt = v - (t - r) du/dt with du/dt = v . d_z u + d_t u, a JVP with tangents
-    # (v, 0, 1). It is a stop-gradient target, so it is computed without autograd and in float32
-    # (reduced precision in forward-mode would only add noise); the loss's gradient comes from
-    # the ordinary forward above, which also keeps DDP's gradient sync intact.
-    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-        obs32 = obs.float()
-        _, dudt = jvp(lambda z_, r_, t_: actor(z_, r_, t_, obs32),
-                      (z.float(), r.float(), t.float()),
-                      (v.float(), torch.zeros_like(r).float(), torch.ones_like(t).float()))
-        target = v.float() - (t - r).float()[:, None] * dudt
+    # MeanFlow identity: u_tgt = v - (t - r) du/dt, a stop-gradient target. du/dt is computed
+    # without autograd and in float32; the loss's gradient comes from u's ordinary forward, which
+    # also keeps DDP's gradient sync intact.
+    u, dudt = actor.forward_with_time_derivative(z, r, t, obs, v)
+    target = (v.float() - (t - r).float()[:, None] * dudt).detach()
     step_mask = mask.to(u.dtype).repeat_interleave(actions.shape[-1], dim=1)
     error = ((u.float() - target) ** 2 * step_mask).sum(1)            # (B,)
     # Adaptive weight of the MeanFlow paper, sg(1 / (err + c)^p); p = 0 is plain MSE.

@@ -138,3 +138,16 @@ def test_a_trainer_run_writes_a_checkpoint_that_reloads_and_acts(toy_dataset, tm
         changed.model.actor.net[-1].bias.add_(1.0)
     assert np.array_equal(changed.act(obs), untouched.act(obs))
     assert not np.array_equal(changed.act(obs), untouched.act(obs))
+
+
+def test_hand_written_time_derivative_matches_torch_func_jvp():
+    torch.manual_seed(0)
+    actor = MeanFlowActor(obs_dim=6, chunk_dim=10, hidden_dim=64, num_layers=3)
+    z, v, obs = torch.randn(32, 10), torch.randn(32, 10), torch.randn(32, 6)
+    t = torch.rand(32)
+    r = t * torch.rand(32)
+    u, dudt = actor.forward_with_time_derivative(z, r, t, obs, v)
+    u_ref, dudt_ref = actor._generic_time_derivative(z, r, t, obs, v)
+    torch.testing.assert_close(u, u_ref)
+    torch.testing.assert_close(dudt, dudt_ref, rtol=1e-4, atol=1e-5)
+    assert u.requires_grad and not dudt.requires_grad

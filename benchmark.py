@@ -1,0 +1,389 @@
+"""Speed and memory figures against this machine's own limit; prints a table, saves JSON.
+
+    python benchmark.py [--dataset ID] [--out benchmark.json] [--quick]
+
+1. matmul limit     float32 GFLOP/s of a large matmul, measured in the same run
+2. training         updates/s and samples/s of the full update (critic + actor) at batch
+                    256 / 1024 / 4096, achieved GFLOP/s as a fraction of (1)
+3. JVP cost         the actor's MeanFlow step / a flow-matching step on the same network
+4. data             batches/s the DataModule delivers at batch 4096 / batches/s training uses
+5. acting           act() latency at batch 1 / one raw forward; chunks/s at batch 256
+6. Lightning        updates/s inside the Trainer / the same update functions in a bare loop
+7. JAX (optional)   the same network's flow-matching and MeanFlow steps under jax.jit
+8. memory           peak resident memory of `python main.py train` at batch 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from config import DEFAULT_DATASET, TrainConfig
+
+TARGETS = {
+    "train_fraction_of_limit_4096": (">=", 0.5),
+    "jvp_ratio": ("<=", 1.6),
+    "data_over_training_4096": (">=", 20.0),
+    "act_over_forward": ("<=", 1.3),
+    "lightning_overhead": ("<=", 0.10),
+    "peak_rss_gib": ("<=", 4.0),
+}
+
+
+def timed(fn, repeats: int, warmup: int = 2) -> float:
+    """Median seconds per call over `repeats` calls, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def flops_of(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_limit(size: int = 2048) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    seconds = min(timed(lambda: a @ b, 5) for _ in range(3))
+    return 2 * size**3 / seconds / 1e9
+
+
+# --- the update functions, outside Lightning ---------------------------------------------------
+
+class BareUpdate:
+    """The module's critic and actor steps without the Trainer (same loss functions)."""
+
+    def __init__(self, model, cfg: TrainConfig):
+        from meanflow_ql import compute_actor_loss, compute_critic_loss
+        self.model, self.cfg = model, cfg
+        self.actor_opt, self.critic_opt = model.configure_optimizers()
+        m = model
+        self.bounds = m._chunk_box(m.action_low, m.action_high) \
+            + m._chunk_box(m.action_normalizer.low, m.action_normalizer.high)
+        self.critic_loss, self.actor_loss = compute_critic_loss, compute_actor_loss
+
+    def __call__(self, batch: dict) -> None:
+        m, cfg = self.model, self.cfg
+        loss, _ = self.critic_loss(m.critic, m.target_critic, m.actor, batch, cfg, *self.bounds)
+        self._step(self.critic_opt, loss, m.critic)
+        m._polyak_update()
+        loss, _ = self.actor_loss(m.actor, m.critic, batch, cfg)
+        self._step(self.actor_opt, loss, m.actor)
+
+    def _step(self, optimizer, loss, network) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), self.cfg.grad_clip)
+        optimizer.step()
+
+
+def build(cfg: TrainConfig, dataset):
+    from dataset import MinariDataModule
+    from meanflow_ql import MeanFlowQL
+
+    data = MinariDataModule(cfg, dataset)
+    model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim, data.action_low.tolist(),
+                       data.action_high.tolist(), data.obs_keys, cfg.dataset)
+    model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
+    model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
+    return data, model
+
+
+def bench_training(dataset, batch_sizes, repeats, limit) -> dict:
+    rows = {}
+    for batch_size in batch_sizes:
+        cfg = TrainConfig(batch_size=batch_size)
+        data, model = build(cfg, dataset)
+        update = BareUpdate(model, cfg)
+        batch = next(iter(data.train_dataloader()))
+        seconds = timed(lambda: update(batch), repeats)
+        gflop = flops_of(lambda: update(batch)) / 1e9
+        rows[batch_size] = {"updates_per_s": 1 / seconds, "samples_per_s": batch_size / seconds,
+                            "gflop_per_update": gflop, "gflops": gflop / seconds,
+                            "fraction_of_limit": gflop / seconds / limit}
+    return rows
+
+
+def bench_jvp(dataset, batch_size, repeats) -> dict:
+    """MeanFlow loss step versus a flow-matching loss step on the same actor network."""
+    from meanflow_ql import compute_meanflow_loss, flat
+
+    cfg = TrainConfig(batch_size=batch_size)
+    data, model = build(cfg, dataset)
+    actor = model.actor
+    optimizer = torch.optim.Adam(actor.parameters(), lr=cfg.learning_rate)
+    batch = next(iter(data.train_dataloader()))
+    obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
+
+    def meanflow_step():
+        loss, _ = compute_meanflow_loss(actor, obs, actions, mask, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def flow_matching_step():
+        x = flat(actions)
+        noise = torch.randn_like(x)
+        t = torch.rand(len(x))
+        z = (1 - t[:, None]) * x + t[:, None] * noise
+        loss = ((actor(z, t, t, obs) - (noise - x)) ** 2).sum(1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    # Interleave the two so that drift of the machine's speed hits both alike.
+    mf, fm = [], []
+    for _ in range(repeats):
+        mf.append(timed(meanflow_step, 3, warmup=1))
+        fm.append(timed(flow_matching_step, 3, warmup=1))
+    return {"meanflow_step_ms": 1e3 * float(np.median(mf)),
+            "flow_matching_step_ms": 1e3 * float(np.median(fm)),
+            "jvp_ratio": float(np.median(mf) / np.median(fm))}
+
+
+def bench_data(dataset, batch_size, batches) -> float:
+    cfg = TrainConfig(batch_size=batch_size)
+    data, _ = build(cfg, dataset)
+    loader = data.train_dataloader()
+    start, count = time.perf_counter(), 0
+    while count < batches:
+        for _ in loader:
+            count += 1
+            if count >= batches:
+                break
+    return count / (time.perf_counter() - start)
+
+
+def bench_acting(dataset, repeats) -> dict:
+    from meanflow_ql import MeanFlowPolicy, flat
+
+    cfg = TrainConfig(action_horizon=1)           # replan every step: the worst case
+    data, model = build(cfg, dataset)
+    model.eval()
+    policy = MeanFlowPolicy(model, seed=0)
+    obs = data.obs_normalizer.unnormalize(data.train_set.obs[:1]).numpy()[0]
+    obs_in = flat(data.train_set.obs[:1].repeat(1, cfg.obs_horizon, 1))
+    noise = torch.randn(1, model.actor.chunk_dim)
+    ones = torch.ones(1)
+
+    def raw_forward():
+        with torch.no_grad():
+            model.actor(noise, 0 * ones, ones, obs_in)
+
+    act_s = timed(lambda: policy.act(obs), repeats * 20, warmup=20)
+    forward_s = timed(raw_forward, repeats * 20, warmup=20)
+    many = data.obs_normalizer.unnormalize(data.train_set.obs[:256])[:, None].repeat(
+        1, cfg.obs_horizon, 1)
+    big_noise = torch.randn(256, model.actor.chunk_dim)
+    chunk_s = timed(lambda: model.predict_action(many, big_noise), repeats)
+    return {"act_ms": 1e3 * act_s, "forward_ms": 1e3 * forward_s,
+            "act_over_forward": act_s / forward_s, "chunks_per_s_256": 256 / chunk_s}
+
+
+def bench_lightning(dataset, updates) -> dict:
+    import lightning as L
+
+    cfg = TrainConfig(max_updates=updates, patience=0)
+    data, model = build(cfg, dataset)
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, accelerator="cpu", devices=1)
+    warm = TrainConfig(max_updates=5, patience=0)
+    _, warm_model = build(warm, dataset)
+    L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0, accelerator="cpu",
+              devices=1).fit(warm_model, datamodule=data)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    inside = int(model.num_updates) / (time.perf_counter() - start)
+
+    _, bare_model = build(cfg, dataset)
+    update = BareUpdate(bare_model, cfg)
+    loader = iter(data.train_dataloader())
+    start = time.perf_counter()
+    for _ in range(updates):
+        try:
+            batch = next(loader)
+        except StopIteration:
+            loader = iter(data.train_dataloader())
+            batch = next(loader)
+        update(batch)
+    bare = updates / (time.perf_counter() - start)
+    return {"lightning_updates_per_s": inside, "bare_updates_per_s": bare,
+            "lightning_overhead": 1 - inside / bare}
+
+
+def bench_jax(batch_size, obs_dim, chunk_dim, cfg: TrainConfig, repeats) -> dict | None:
+    """The same MLP's flow-matching and MeanFlow steps under jax.jit, if jax is installed."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+
+    sizes = [chunk_dim + obs_dim + 2] + [cfg.actor_hidden_dim] * cfg.actor_num_layers \
+        + [chunk_dim]
+    key = jax.random.PRNGKey(0)
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        key, sub = jax.random.split(key)
+        params.append((jax.random.normal(sub, (fan_in, fan_out)) / np.sqrt(fan_in),
+                       jnp.zeros(fan_out)))
+
+    def net(p, z, r, t, obs):
+        h = jnp.concatenate([z, obs, t[:, None], (t - r)[:, None]], axis=-1)
+        for i, (w, b) in enumerate(p):
+            h = h @ w + b
+            if i < len(p) - 1:
+                h = jax.nn.silu(h)
+        return h
+
+    def fm_loss(p, x, obs, noise, t):
+        z = (1 - t[:, None]) * x + t[:, None] * noise
+        return ((net(p, z, t, t, obs) - (noise - x)) ** 2).sum(1).mean()
+
+    def mf_loss(p, x, obs, noise, r, t):
+        z = (1 - t[:, None]) * x + t[:, None] * noise
+        v = noise - x
+        u, dudt = jax.jvp(lambda z_, r_, t_: net(p, z_, r_, t_, obs), (z, r, t),
+                          (v, jnp.zeros_like(r), jnp.ones_like(t)))
+        target = jax.lax.stop_gradient(v - (t - r)[:, None] * dudt)
+        return ((u - target) ** 2).sum(1).mean()
+
+    lr = cfg.learning_rate
+    fm_step = jax.jit(lambda p, *a: jax.tree_util.tree_map(
+        lambda w, g: w - lr * g, p, jax.grad(fm_loss)(p, *a)))
+    mf_step = jax.jit(lambda p, *a: jax.tree_util.tree_map(
+        lambda w, g: w - lr * g, p, jax.grad(mf_loss)(p, *a)))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((batch_size, chunk_dim)), jnp.float32)
+    obs = jnp.asarray(rng.standard_normal((batch_size, obs_dim)), jnp.float32)
+    noise = jnp.asarray(rng.standard_normal((batch_size, chunk_dim)), jnp.float32)
+    t = jnp.asarray(rng.uniform(size=batch_size), jnp.float32)
+    r = t * 0.5
+    fm = timed(lambda: jax.block_until_ready(fm_step(params, x, obs, noise, t)), repeats * 3)
+    mf = timed(lambda: jax.block_until_ready(mf_step(params, x, obs, noise, r, t)), repeats * 3)
+    return {"jax_flow_matching_step_ms": 1e3 * fm, "jax_meanflow_step_ms": 1e3 * mf,
+            "jax_ratio": mf / fm}
+
+
+def peak_train_rss(dataset_id: str, batch_size: int, updates: int) -> float:
+    """Peak resident memory (GiB) of `python main.py train` at this batch size."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "main.py", "train", "--dataset", dataset_id, "--batch-size",
+                   str(batch_size), "--max-updates", str(updates), "--output-dir", out,
+                   "--num-epochs", "1"]
+        subprocess.run(command, check=True, capture_output=True,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+
+
+def check(name: str, value: float) -> str:
+    op, bound = TARGETS[name]
+    ok = value >= bound if op == ">=" else value <= bound
+    return f"{'met' if ok else 'MISSED'} (target {op} {bound})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default=DEFAULT_DATASET)
+    parser.add_argument("--out", default="benchmark.json")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (rougher figures)")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 7
+
+    import main as cli
+    dataset = cli.load_dataset(args.dataset)
+    results = {"machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+                           "processor": platform.processor() or platform.machine(),
+                           "torch": torch.__version__, "device": "cpu"},
+               "dataset": args.dataset}
+    limit = matmul_limit()
+    results["matmul_gflops"] = limit
+    print(f"1. matmul limit: {limit:.1f} GFLOP/s (float32, 2048x2048)", flush=True)
+
+    training = bench_training(dataset, (256, 1024, 4096), repeats, limit)
+    results["training"] = training
+    print("2. training (full update: critic + actor)")
+    for batch_size, row in training.items():
+        print(f"   batch {batch_size:5d}: {row['updates_per_s']:7.2f} updates/s "
+              f"{row['samples_per_s']:9.0f} samples/s {row['gflops']:6.1f} GFLOP/s = "
+              f"{100 * row['fraction_of_limit']:.0f}% of the limit", flush=True)
+    results["train_fraction_of_limit_4096"] = training[4096]["fraction_of_limit"]
+    print(f"   at 4096: {check('train_fraction_of_limit_4096', training[4096]['fraction_of_limit'])}")
+
+    jvp_cost = bench_jvp(dataset, 4096, repeats)
+    results["jvp"] = jvp_cost
+    print(f"3. JVP cost at batch 4096: MeanFlow step {jvp_cost['meanflow_step_ms']:.1f} ms, "
+          f"flow-matching step {jvp_cost['flow_matching_step_ms']:.1f} ms, ratio "
+          f"{jvp_cost['jvp_ratio']:.2f}: {check('jvp_ratio', jvp_cost['jvp_ratio'])}", flush=True)
+
+    delivered = bench_data(dataset, 4096, 50 if args.quick else 200)
+    consumed = training[4096]["updates_per_s"]
+    results["data"] = {"batches_per_s_4096": delivered, "training_batches_per_s_4096": consumed,
+                       "data_over_training_4096": delivered / consumed}
+    print(f"4. data at batch 4096: {delivered:.0f} batches/s delivered, {consumed:.2f} consumed, "
+          f"{delivered / consumed:.0f}x: {check('data_over_training_4096', delivered / consumed)}",
+          flush=True)
+
+    acting = bench_acting(dataset, repeats)
+    results["acting"] = acting
+    print(f"5. acting: act() {acting['act_ms']:.3f} ms, raw forward {acting['forward_ms']:.3f} "
+          f"ms, ratio {acting['act_over_forward']:.2f}: "
+          f"{check('act_over_forward', acting['act_over_forward'])}; "
+          f"{acting['chunks_per_s_256']:.0f} chunks/s at batch 256", flush=True)
+
+    lightning = bench_lightning(dataset, 60 if args.quick else 200)
+    results["lightning"] = lightning
+    print(f"6. Lightning: {lightning['lightning_updates_per_s']:.2f} updates/s in the Trainer, "
+          f"{lightning['bare_updates_per_s']:.2f} in a bare loop, overhead "
+          f"{100 * lightning['lightning_overhead']:.1f}%: "
+          f"{check('lightning_overhead', lightning['lightning_overhead'])}", flush=True)
+
+    cfg = TrainConfig()
+    data, model = build(cfg, dataset)
+    jax_figures = bench_jax(4096, data.obs_dim * cfg.obs_horizon, model.actor.chunk_dim, cfg,
+                            repeats)
+    results["jax"] = jax_figures
+    if jax_figures is None:
+        print("7. JAX: not installed (optional: pip install jax), skipped")
+    else:
+        faster = jvp_cost["meanflow_step_ms"] <= jax_figures["jax_meanflow_step_ms"]
+        print(f"7. JAX at batch 4096: flow-matching {jax_figures['jax_flow_matching_step_ms']:.1f}"
+              f" ms, MeanFlow {jax_figures['jax_meanflow_step_ms']:.1f} ms (ratio "
+              f"{jax_figures['jax_ratio']:.2f}); PyTorch MeanFlow step "
+              f"{jvp_cost['meanflow_step_ms']:.1f} ms: "
+              f"{'no slower' if faster else 'SLOWER'} than JAX's")
+
+    rss = peak_train_rss(args.dataset, 4096, 10 if args.quick else 30)
+    results["peak_rss_gib"] = rss
+    print(f"8. memory: peak resident memory of main.py train at batch 4096: {rss:.2f} GiB: "
+          f"{check('peak_rss_gib', rss)}")
+
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"Saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
