@@ -97,41 +97,46 @@ LOCAL_DATASETS: dict[str, Recipe] = {
 # episode; they read the simulator only through their own MjData copy, never the env's.
 # --------------------------------------------------------------------------------------------
 
-_Z = np.array([0.0, 0.0, 1.0])
-
-
-def _rotate(v: np.ndarray, angle: float) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
+def _min_jerk(x: float) -> tuple[float, float, float]:
+    """Position, velocity and acceleration of the minimum-jerk profile 0 -> 1 at x in [0, 1]."""
+    return (x**3 * (10 - 15 * x + 6 * x * x), 30 * x * x * (1 - x) ** 2,
+            60 * x * (1 - x) * (1 - 2 * x))
 
 
 class PusherExpert:
     """Pushes Pusher-v5's object to the goal with the wrist's scoop.
 
     `tips_arm` is the centre of the scoop's bar (its y axis); two prongs point along its x axis.
-    At an episode's start the controller picks a push direction (the object->goal direction, or
-    the closest rotation of it whose pre-push pose is reachable) and solves inverse kinematics
-    for a pose with the bar behind the object and perpendicular to that direction. It moves there
-    in joint space, first above the object, then down; then it pushes with damped least squares
-    on the tip position and the bar's yaw. The object's contact is soft (it moves at most ~0.045
-    m/s before the bar passes through it), so the push aims only `lead` into the object.
+    At an episode's start the controller solves inverse kinematics once for a pre-push pose: bar
+    `standoff` behind the object on the far side from the goal, perpendicular to the object->goal
+    direction and level, prongs pointing away from the arm's base. It moves there along a
+    minimum-jerk joint trajectory with mass-matrix feedforward torques (the heavy shoulder
+    dominates the control cost). Then it pushes: Cartesian velocity control of the tip by damped
+    least squares, the bar's orientation held in the position task's null space, the tip aimed
+    `lead` into the object along the current object->goal direction with a lateral correction
+    keeping the object on the push line. The object's contact is soft (it moves at most ~0.045
+    m/s before the bar passes through it), so the push is speed-limited by physics.
 
     Torques are the mass matrix times a joint-velocity error plus the joints' damping: a uniform
     gain makes the light wrist joints flip between the torque bounds every step.
     """
 
     standoff = 0.075     # bar centre behind the object's centre (object radius 0.05, bar 0.02)
-    lead = 0.06          # while pushing, aim this far into the object
-    push_speed = 0.1     # m/s cap on the commanded tip speed while pushing
     push_height = -0.29  # tip z while pushing (object spans z in [-0.325, -0.225])
-    hover = 0.04         # height above push_height of the approach pose
-    angles = np.deg2rad([0, 15, -15, 30, -30, 45, -45, 60, -60])
-    q_nominal = np.array([0.5, 0.6, 0.0, -1.5, 0.0, -0.5, 0.0])
-    joint_gain = 3.0     # approach: joint velocity = gain * joint error (rad/s per rad)
-    joint_speed = 2.0    # approach: joint velocity cap (rad/s)
-    push_gain = 8.0      # push: tip velocity = gain * position error (1/s)
-    velocity_gain = 12.0 # torque = M * velocity_gain * velocity error + damping * velocity
-    damping_lambda = 0.05
+    approach_time = 1.6  # s for the joint-space approach (32 steps)
+    lead = 0.06          # while pushing, aim this far past the touching pose into the object
+    push_speed = 0.06    # m/s cap on the commanded tip speed while pushing
+    push_gain = 20.0     # push: tip speed = gain * distance to the aim point (1/s)
+    lateral_gain = 2.0   # push: sideways tip speed per metre off the push line (1/s)
+    height_gain = 10.0
+    rotation_gain = 2.0  # bar's angular velocity per radian of orientation error (1/s)
+    velocity_gain = 12.0 # push: torque = M * velocity_gain * velocity error + damping * velocity
+    approach_kp, approach_kv = 25.0, 10.0  # approach: tracking gains of the joint trajectory
+    position_lambda, rotation_lambda = 0.05, 0.1  # damped-least-squares damping
+    ik_iterations = 40
+    q_nominal = np.array([0.5, 0.6, 0.0, -1.5, 0.0, -0.5, 0.0])  # where the IK starts
+    base_xy = np.array([0.0, -0.6])  # the shoulder's position in the horizontal plane
+    dt = 0.05            # env step (frame_skip 5 x timestep 0.01)
 
     def __init__(self, env: gym.Env):
         self.model = env.unwrapped.model
@@ -142,101 +147,92 @@ class PusherExpert:
         self._jacp = np.zeros((3, self.model.nv))
         self._jacr = np.zeros((3, self.model.nv))
         self._mass = np.zeros((self.model.nv, self.model.nv))
-        self.plan: dict | None = None
+        self._damp_p = self.position_lambda**2 * np.eye(3)
+        self._damp_r = self.rotation_lambda**2 * np.eye(3)
+        self.reset()
 
     def reset(self) -> None:
-        self.plan = None
+        self.step = 0
+        self.sign = 0.0
+        self.plan: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _kinematics(self, q: np.ndarray):
+    def _kinematics(self, q: np.ndarray) -> np.ndarray:
+        """Tip rotation matrix at joint angles q; fills the tip Jacobians."""
         d = self.data
         d.qpos[:7] = q
         mujoco.mj_kinematics(self.model, d)
         mujoco.mj_comPos(self.model, d)
-        mujoco.mj_makeM(self.model, d)  # joint-space inertia, armature included
         mujoco.mj_jacBody(self.model, d, self._jacp, self._jacr, self.tip)
-        return (d.xpos[self.tip].copy(), d.xmat[self.tip].reshape(3, 3).copy(),
-                self._jacp[:, :7].copy(), self._jacr[:, :7].copy())
+        return d.xmat[self.tip].reshape(3, 3)
 
-    @staticmethod
-    def _task(p, R, jacp, jacr, target, direction):
-        """Task error and Jacobian: tip position, bar yaw perpendicular to `direction`, prongs
-        not pointing down more than ~17 degrees (they would hit the table), bar roughly level."""
-        normal = np.array([-direction[1], direction[0], 0.0])
-        sign = 1.0 if R[:, 1] @ normal >= 0 else -1.0
-        e_yaw = np.cross(R[:, 1], sign * normal)[2]
-        e_pitch = max(0.0, -0.3 - R[2, 0])
-        e_roll = -np.sign(R[2, 1]) * max(0.0, abs(R[2, 1]) - 0.2)
-        err = np.r_[target - p, e_yaw, 0.5 * e_pitch, 0.5 * e_roll]
-        jac = np.vstack([jacp, _Z @ jacr, 0.5 * np.cross(R[:, 0], _Z) @ jacr,
-                         0.5 * np.cross(R[:, 1], _Z) @ jacr])
-        return err, jac
+    def _mass_matrix(self) -> np.ndarray:
+        """Joint-space inertia (armature included) at the last `_kinematics` call's q."""
+        mujoco.mj_crb(self.model, self.data)
+        mujoco.mj_fullM(self.model, self.data, self._mass)
+        return self._mass[:7, :7]
 
-    def _ik(self, target, direction, q0, iters=100):
-        q = q0.copy()
-        for _ in range(iters):
-            err, jac = self._task(*self._kinematics(q), target, direction)
-            step = jac.T @ np.linalg.solve(jac @ jac.T + 1e-3 * np.eye(len(err)), err)
-            q = np.clip(q + 0.5 * step, self.lo, self.hi)
-        err, _ = self._task(*self._kinematics(q), target, direction)
-        return q, float(np.linalg.norm(err))
+    def _rotation_error(self, R: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """Rotation vector (small-angle) from R to the level frame with x along sign*direction:
+        half the sum of R's columns crossed with the target's, from the skew part of D R^T."""
+        x, y = self.sign * direction
+        S = np.array([[x, -y, 0.0], [y, x, 0.0], [0.0, 0.0, 1.0]]) @ R.T
+        return 0.5 * np.array([S[2, 1] - S[1, 2], S[0, 2] - S[2, 0], S[1, 0] - S[0, 1]])
 
-    def _make_plan(self, obs):
-        obj, goal = obs[17:20], obs[20:23]
-        toward = goal[:2] - obj[:2]
-        toward /= max(np.linalg.norm(toward), 1e-9)
-        starts = [self.q_nominal] + [np.random.default_rng(k).uniform(self.lo, self.hi) for k in range(4)]
-        best = None
-        for angle in self.angles:
-            direction = _rotate(toward, angle)
-            target = np.r_[obj[:2] - self.standoff * direction, self.push_height]
-            for q0 in starts:
-                q, err = self._ik(target, direction, q0)
-                if best is None or err < best[2]:
-                    best = (angle, q, err, direction)
-                if err < 1e-3:
-                    break
-            if best[2] < 1e-3:
+    def _joint_velocity(self, q: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Damped least squares: tip velocity v first, angular velocity w in its null space;
+        joints at a limit that the solution pushes further out are locked and it is re-solved."""
+        jacp, jacr = self._jacp[:, :7], self._jacr[:, :7]
+        free = np.ones(7)
+        for _ in range(3):
+            j1, j2 = jacp * free, jacr * free
+            pinv = j1.T @ np.linalg.inv(j1 @ j1.T + self._damp_p)
+            qdot = pinv @ v
+            null = np.diag(free) - pinv @ j1
+            j2n = j2 @ null
+            qdot += null @ (j2n.T @ np.linalg.solve(j2n @ j2n.T + self._damp_r, w - j2 @ qdot))
+            bad = (free > 0) & (((q > self.hi - 0.02) & (qdot > 0)) | ((q < self.lo + 0.02) & (qdot < 0)))
+            if not bad.any():
                 break
-        angle, q_push, err, direction = best
-        above = np.r_[obj[:2] - self.standoff * direction, self.push_height + self.hover]
-        q_above, _ = self._ik(above, direction, q_push)
-        self.plan = dict(angle=angle, waypoints=[(above, q_above), (None, q_push)], stage=0)
+            free[bad] = 0.0
+        return qdot * free
+
+    def _ik(self, target: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        q = self.q_nominal.copy()
+        for _ in range(self.ik_iterations):
+            R = self._kinematics(q)
+            step = self._joint_velocity(q, 0.8 * (target - self.data.xpos[self.tip]),
+                                        0.8 * self._rotation_error(R, direction))
+            q = np.clip(q + step, self.lo, self.hi)
+        return q
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        if self.plan is None:
-            self._make_plan(obs)
-        plan = self.plan
-        q, qd = obs[:7], obs[7:14]
-        p, R, jacp, jacr = self._kinematics(q)
-        obj, goal = obs[17:20], obs[20:23]
-        toward = goal[:2] - obj[:2]
-        direction = _rotate(toward / max(np.linalg.norm(toward), 1e-9), plan["angle"])
-        if plan["stage"] < len(plan["waypoints"]):
-            _, q_star = plan["waypoints"][plan["stage"]]
-            p_star = self._kinematics(q_star)[0]
-            if np.linalg.norm(p_star - p) < 0.015:
-                plan["stage"] += 1
-            qdot = np.clip(self.joint_gain * (q_star - q), -self.joint_speed, self.joint_speed)
+        q, qd, tip, obj, goal = obs[:7], obs[7:14], obs[14:17], obs[17:19], obs[20:22]
+        direction = goal - obj
+        direction = direction / max(np.linalg.norm(direction), 1e-9)
+        normal = np.array([-direction[1], direction[0]])
+        touching = obj - self.standoff * direction  # bar centre just touching the object
+        if self.plan is None:  # prongs point away from the base: the wrist reaches that way
+            self.sign = 1.0 if direction @ (obj - self.base_xy) >= 0 else -1.0
+            self.plan = (q.copy(), self._ik(np.r_[touching, self.push_height], direction))
+        t = self.step * self.dt
+        self.step += 1
+        if t < self.approach_time:
+            q0, q1 = self.plan
+            s, ds, dds = _min_jerk(t / self.approach_time)
+            q_ref = q0 + s * (q1 - q0)
+            qd_ref = ds / self.approach_time * (q1 - q0)
+            qdd_ref = dds / self.approach_time**2 * (q1 - q0)
             self._kinematics(q)
-        else:
-            target = np.r_[obj[:2] - (self.standoff - self.lead) * direction, self.push_height]
-            v = self.push_gain * (target - p)
-            speed = np.linalg.norm(v)
-            if speed > self.push_speed:
-                v *= self.push_speed / speed
-            err, jac = self._task(p, R, jacp, jacr, p + v, direction)
-            err[3:] *= 5.0
-            free = np.ones(7, bool)
-            for _ in range(3):  # lock joints at a limit that the solution pushes further out
-                jf = jac * free
-                qdot = jf.T @ np.linalg.solve(jf @ jf.T + self.damping_lambda**2 * np.eye(len(err)), err)
-                bad = free & (((q > self.hi - 0.02) & (qdot > 0)) | ((q < self.lo + 0.02) & (qdot < 0)))
-                if not bad.any():
-                    break
-                free &= ~bad
-            qdot = qdot * free
-        mujoco.mj_fullM(self.model, self.data, self._mass)
-        tau = self._mass[:7, :7] @ (self.velocity_gain * (qdot - qd)) + self.damping * qdot
+            acc = qdd_ref + self.approach_kv * (qd_ref - qd) + self.approach_kp * (q_ref - q)
+            return np.clip(self._mass_matrix() @ acc + self.damping * qd_ref, -2.0, 2.0)
+        rel = tip[:2] - touching
+        along, lateral = rel @ direction, rel @ normal
+        speed = min(self.push_speed, max(0.0, self.push_gain * (self.lead - along)))
+        v = np.r_[speed * direction - self.lateral_gain * lateral * normal,
+                  self.height_gain * (self.push_height - tip[2])]
+        R = self._kinematics(q)
+        qdot = self._joint_velocity(q, v, self.rotation_gain * self._rotation_error(R, direction))
+        tau = self._mass_matrix() @ (self.velocity_gain * (qdot - qd)) + self.damping * qdot
         return np.clip(tau, -2.0, 2.0)
 
 
