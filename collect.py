@@ -109,7 +109,8 @@ class PusherExpert:
     `tips_arm` is the centre of the scoop's bar (its y axis); two prongs point along its x axis.
     At an episode's start the controller solves inverse kinematics once for a pre-push pose: bar
     `standoff` behind the object on the far side from the goal, perpendicular to the object->goal
-    direction and level, prongs pointing away from the arm's base. It moves there along a
+    direction and level, prongs pointing away from the arm's base (the other way when that pose
+    is out of reach and the other is closer). It moves there along a
     minimum-jerk joint trajectory with mass-matrix feedforward torques (the heavy shoulder
     dominates the control cost). Then it pushes: Cartesian velocity control of the tip by damped
     least squares, the bar's orientation held in the position task's null space, the tip aimed
@@ -123,17 +124,20 @@ class PusherExpert:
 
     standoff = 0.075     # bar centre behind the object's centre (object radius 0.05, bar 0.02)
     push_height = -0.29  # tip z while pushing (object spans z in [-0.325, -0.225])
-    approach_time = 1.6  # s for the joint-space approach (32 steps)
+    approach_time = 1.8  # s for the joint-space approach (36 steps)
     lead = 0.06          # while pushing, aim this far past the touching pose into the object
     push_speed = 0.06    # m/s cap on the commanded tip speed while pushing
     push_gain = 20.0     # push: tip speed = gain * distance to the aim point (1/s)
     lateral_gain = 2.0   # push: sideways tip speed per metre off the push line (1/s)
     height_gain = 10.0
+    push_joint_speed = 0.5  # rad/s cap while pushing (near singularities DLS asks for more)
     rotation_gain = 2.0  # bar's angular velocity per radian of orientation error (1/s)
     velocity_gain = 12.0 # push: torque = M * velocity_gain * velocity error + damping * velocity
     approach_kp, approach_kv = 25.0, 10.0  # approach: tracking gains of the joint trajectory
     position_lambda, rotation_lambda = 0.05, 0.1  # damped-least-squares damping
-    ik_iterations = 40
+    ik_iterations = 25
+    ik_tolerance = 0.01      # IK error (m + weight * rad) above which the other prong side is tried
+    ik_rotation_weight = 0.05
     q_nominal = np.array([0.5, 0.6, 0.0, -1.5, 0.0, -0.5, 0.0])  # where the IK starts
     base_xy = np.array([0.0, -0.6])  # the shoulder's position in the horizontal plane
     dt = 0.05            # env step (frame_skip 5 x timestep 0.01)
@@ -196,13 +200,31 @@ class PusherExpert:
             free[bad] = 0.0
         return qdot * free
 
-    def _ik(self, target: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    def _ik(self, target: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, float]:
+        """Joint angles for the tip at target in the pushing orientation, and the remaining
+        error (position in metres plus `ik_rotation_weight` times rotation in radians)."""
         q = self.q_nominal.copy()
         for _ in range(self.ik_iterations):
             R = self._kinematics(q)
             step = self._joint_velocity(q, 0.8 * (target - self.data.xpos[self.tip]),
                                         0.8 * self._rotation_error(R, direction))
             q = np.clip(q + step, self.lo, self.hi)
+        R = self._kinematics(q)
+        error = (np.linalg.norm(target - self.data.xpos[self.tip])
+                 + self.ik_rotation_weight * np.linalg.norm(self._rotation_error(R, direction)))
+        return q, float(error)
+
+    def _plan_pose(self, target: np.ndarray, direction: np.ndarray, obj: np.ndarray) -> np.ndarray:
+        """Pre-push pose. Prongs pointing away from the base first (the wrist reaches that way);
+        if that pose is not reachable well, the prongs the other way when that is better."""
+        self.sign = 1.0 if direction @ (obj - self.base_xy) >= 0 else -1.0
+        q, error = self._ik(target, direction)
+        if error > self.ik_tolerance:
+            self.sign = -self.sign
+            q_other, error_other = self._ik(target, direction)
+            if error_other < error:
+                return q_other
+            self.sign = -self.sign
         return q
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
@@ -211,9 +233,9 @@ class PusherExpert:
         direction = direction / max(np.linalg.norm(direction), 1e-9)
         normal = np.array([-direction[1], direction[0]])
         touching = obj - self.standoff * direction  # bar centre just touching the object
-        if self.plan is None:  # prongs point away from the base: the wrist reaches that way
-            self.sign = 1.0 if direction @ (obj - self.base_xy) >= 0 else -1.0
-            self.plan = (q.copy(), self._ik(np.r_[touching, self.push_height], direction))
+        if self.plan is None:
+            self.plan = (q.copy(), self._plan_pose(np.r_[touching, self.push_height], direction,
+                                                   obj))
         t = self.step * self.dt
         self.step += 1
         if t < self.approach_time:
@@ -232,6 +254,7 @@ class PusherExpert:
                   self.height_gain * (self.push_height - tip[2])]
         R = self._kinematics(q)
         qdot = self._joint_velocity(q, v, self.rotation_gain * self._rotation_error(R, direction))
+        qdot = np.clip(qdot, -self.push_joint_speed, self.push_joint_speed)
         tau = self._mass_matrix() @ (self.velocity_gain * (qdot - qd)) + self.damping * qdot
         return np.clip(tau, -2.0, 2.0)
 
