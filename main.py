@@ -120,15 +120,78 @@ def quiet_lightning() -> None:
 
 # --- train --------------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig) -> Path:
+RESUMABLE = ("num_epochs", "max_updates", "patience", "devices", "accelerator", "strategy",
+             "num_workers", "mixed_precision", "output_dir", "val_every_n_epochs")
+
+
+def resume_point(path: str) -> tuple[Path, Path]:
+    """(checkpoint, run directory) from `--resume` given a checkpoint or a run directory."""
+    given = Path(path)
+    checkpoint = given / "checkpoints" / "last.ckpt" if given.is_dir() else given
+    if not checkpoint.is_file():
+        raise UsageError(f"Nothing to resume at {path}: {checkpoint} does not exist. Pass a run "
+                         "directory (runs/<run>) or one of its checkpoints.")
+    return checkpoint, checkpoint.resolve().parent.parent
+
+
+def resumed_config(checkpoint: Path, typed: dict) -> TrainConfig:
+    """The checkpoint's config; flags typed beside --resume may change only how it runs."""
+    from meanflow_ql import load_checkpoint
+
+    saved = load_checkpoint(checkpoint).cfg
+    changed = sorted(k for k, v in typed.items() if k not in RESUMABLE and v != getattr(saved, k))
+    if changed:
+        raise UsageError(f"--resume continues the saved run with its own settings; these flags "
+                         f"would change it: {', '.join('--' + k.replace('_', '-') for k in changed)}. "
+                         f"Drop them, or start a new run without --resume. Settings that may "
+                         f"change on resume: {', '.join(RESUMABLE)}.")
+    values = saved.to_dict()
+    values.update({k: v for k, v in typed.items() if k in RESUMABLE})
+    return TrainConfig.from_dict(values)
+
+
+class Interruption:
+    """Turns Ctrl-C into a stop at the end of the current update (a second Ctrl-C kills).
+
+    SIGTERM is Lightning's: it raises at the end of the current batch. Either way `train`
+    saves `last.ckpt` and prints how to resume.
+    """
+
+    def __init__(self):
+        self.signal = None
+        self.trainer = None
+
+    def install(self, trainer) -> None:
+        import signal
+        import threading
+
+        self.trainer = trainer
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        import signal
+
+        self.signal = "SIGINT"
+        self.trainer.should_stop = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def train(cfg: TrainConfig, resume: str | None = None, typed: dict | None = None) -> Path:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.strategies import DDPStrategy
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from dataset import MinariDataModule
     from meanflow_ql import MeanFlowQL
 
     quiet_lightning()
+    checkpoint_path = None
+    if resume:
+        checkpoint_path, run_dir = resume_point(resume)
+        cfg = resumed_config(checkpoint_path, typed or {})
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = MinariDataModule(cfg, load_dataset(cfg.dataset))
     model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim,
@@ -137,31 +200,62 @@ def train(cfg: TrainConfig) -> Path:
     model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
     model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
 
-    run_dir = new_run_dir(cfg)
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    print(f"Run directory: {run_dir}\nData: {data.describe()}", flush=True)
+    if not resume:
+        # DDP's extra processes re-run this script: they must join the first one's run directory.
+        run_dir = Path(os.environ.get("MEANFLOW_QL_RUN_DIR") or new_run_dir(cfg))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["MEANFLOW_QL_RUN_DIR"] = str(run_dir)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    print(f"Run directory: {run_dir}{' (resumed from ' + str(checkpoint_path) + ')' if resume else ''}"
+          f"\nData: {data.describe()}", flush=True)
 
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
+    checkpoints = run_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="best",
                                  monitor="val/loss", mode="min", save_last=True,
                                  auto_insert_metric_name=False)
     callbacks = [checkpoint, TQDMProgressBar(refresh_rate=20)]
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience))
+    strategy = cfg.strategy
+    if strategy == "ddp":
+        # Each update runs two backward passes (critic, then actor), and each leaves the other
+        # network's parameters without gradient: DDP must be told to expect unused parameters.
+        strategy = DDPStrategy(find_unused_parameters=True)
     trainer = L.Trainer(
-        max_epochs=cfg.num_epochs, precision=cfg.mixed_precision, accelerator=cfg.accelerator,
-        devices=parse_devices(cfg.devices), strategy=cfg.strategy, callbacks=callbacks,
+        # The module stops at its update budget (num_epochs x batches per epoch), which also
+        # holds across an interrupted and resumed run; Lightning alone would count the
+        # interrupted epoch as a whole one.
+        max_epochs=-1, precision=cfg.mixed_precision, accelerator=cfg.accelerator,
+        devices=parse_devices(cfg.devices), strategy=strategy, callbacks=callbacks,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard"),
         check_val_every_n_epoch=cfg.val_every_n_epochs, log_every_n_steps=25,
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir))
-    trainer.fit(model, datamodule=data)
+    interruption = Interruption()
+    interruption.install(trainer)
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=checkpoint_path, weights_only=True)
+    except SIGTERMException:
+        interruption.signal = "SIGTERM"
+    # The final state, also after an interruption (written to a temporary file, then renamed).
+    trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)
+    if not trainer.is_global_zero:
+        return run_dir
+    if interruption.signal:
+        print(f"\nInterrupted by {interruption.signal} after {int(model.num_updates)} updates. "
+              f"Saved {checkpoints / 'last.ckpt'}; the best checkpoint is intact.\n"
+              f"Resume: python main.py train --resume {run_dir}", flush=True)
+        raise Interrupted(interruption.signal)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     print(f"Finished after {int(model.num_updates)} updates.\n"
           f"Best checkpoint (val/loss {float(checkpoint.best_model_score or float('nan')):.4f}): "
-          f"{best}\nLast checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}\n"
+          f"{best}\nLast checkpoint: {checkpoints / 'last.ckpt'}\n"
           f"Test it: python main.py test --dataset {cfg.dataset} --checkpoint {best}\n"
           f"Logs: tensorboard --logdir {cfg.output_dir}", flush=True)
     return run_dir
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving its state."""
 
 
 # --- test ---------------------------------------------------------------------------------------
@@ -238,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train", help="train a policy on a Minari dataset")
     add_config_arguments(train_parser)
-    train_parser.add_argument("--checkpoint", help=argparse.SUPPRESS)   # accepted, unused
+    train_parser.add_argument("--resume", metavar="PATH",
+                              help="continue a run: its directory or one of its checkpoints")
+    train_parser.add_argument("--checkpoint", dest="resume", help="same as --resume")
     train_parser.add_argument("--skip-online-eval", action="store_true", help=argparse.SUPPRESS)
 
     test_parser = commands.add_parser("test", help="offline (and online) test of a checkpoint")
@@ -270,11 +366,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             from meanflow_ql import NonFiniteLossError
+            typed = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
             try:
-                train(config_from_args(args, parser))
+                train(config_from_args(args, parser), resume=args.resume, typed=typed)
             except NonFiniteLossError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
+            except Interrupted as err:
+                return 130 if str(err) == "SIGINT" else 143
         elif args.command == "test":
             test(args)
     except UsageError as err:

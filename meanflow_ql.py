@@ -288,8 +288,13 @@ class MeanFlowQL(L.LightningModule):
         self.log_dict({"loss/critic": critic_loss.detach(), "loss/actor": actor_loss.detach()},
                       on_step=True, on_epoch=False, prog_bar=True)
         self.log("updates", self.num_updates.float(), on_step=True, on_epoch=False)
-        if self.cfg.max_updates and int(self.num_updates) >= self.cfg.max_updates:
+        if int(self.num_updates) >= self.update_budget():
             self.trainer.should_stop = True
+
+    def update_budget(self) -> int:
+        """Updates of the whole run: num_epochs passes over the data, capped by max_updates."""
+        budget = self.cfg.num_epochs * max(1, int(self.trainer.num_training_batches))
+        return min(budget, self.cfg.max_updates) if self.cfg.max_updates else budget
 
     def _step(self, optimizer, loss: torch.Tensor, name: str) -> None:
         if not torch.isfinite(loss):
