@@ -79,13 +79,13 @@ _PENDULUM_DEGRADE = ("Gaussian noise added to the action, its std drawn per epis
 LOCAL_DATASETS: dict[str, Recipe] = {
     "local/pusher/expert-v0": Recipe(
         "Pusher-v5", "Pusher-v5, scripted expert that pushes the object toward the goal",
-        200, ("expert",), _PUSHER_DEGRADE),
+        1000, ("expert",), _PUSHER_DEGRADE),
     "local/pusher/medium-v0": Recipe(
         "Pusher-v5", "Pusher-v5, scripted expert degraded by random actions",
-        200, ("medium",), _PUSHER_DEGRADE),
+        1000, ("medium",), _PUSHER_DEGRADE),
     "local/pusher/mixed-v0": Recipe(
         "Pusher-v5", "Pusher-v5, expert, degraded and uniform-random episodes, a third each",
-        300, ("expert", "medium", "random"), _PUSHER_DEGRADE),
+        1200, ("expert", "medium", "random"), _PUSHER_DEGRADE),
     "local/invertedpendulum/medium-v0": Recipe(
         "InvertedPendulum-v5", "InvertedPendulum-v5 (100-step limit), noisy balancing controller",
         200, ("medium",), _PENDULUM_DEGRADE, max_episode_steps=100),
