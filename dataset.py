@@ -34,7 +34,8 @@ MIN_STD = 1e-2
 
 def observation_keys(space: gym.Space) -> list[str]:
     """Flattening order of an observation space: [""] for a Box, sorted (nested) keys for a Dict."""
-    if isinstance(space, gym.spaces.Box):
+    if isinstance(space, gym.spaces.Box) and not (len(space.shape) >= 2
+                                                  and space.dtype == np.uint8):
         return [""]
     if isinstance(space, gym.spaces.Dict):
         keys = []
@@ -91,6 +92,15 @@ class Normalizer(nn.Module):
 
 def read_episodes(dataset, keys: list[str]) -> list[dict]:
     """Every episode as numpy arrays: obs (T+1, D), actions (T, A), rewards (T,), terminated."""
+    try:
+        return _read_episodes(dataset, keys)
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise UsageError(
+            f"Dataset {dataset.spec.dataset_id} cannot be read ({err}): a data file is missing "
+            "or corrupt. Build or download it again.") from None
+
+
+def _read_episodes(dataset, keys: list[str]) -> list[dict]:
     episodes = []
     for episode in dataset.iterate_episodes():
         obs = flatten_observations(episode.observations, keys)

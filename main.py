@@ -29,28 +29,25 @@ def load_dataset(dataset_id: str):
     """A MinariDataset: local copy, else built here (`local/...` ids), else Minari's download."""
     import minari
 
-    if dataset_id.startswith("local/"):
+    folder = minari.storage.get_dataset_path(dataset_id)
+    if (folder / "data").exists():
         try:
             return minari.load_dataset(dataset_id)
-        except FileNotFoundError:
-            import collect
-
-            print(f"Dataset {dataset_id} is not on disk yet; building it now "
-                  f"(under {minari.storage.get_dataset_path()}).", flush=True)
-            return collect.build_local_dataset(dataset_id)
-    try:
-        return minari.load_dataset(dataset_id)
-    except FileNotFoundError:
-        pass
-    except Exception as err:  # noqa: BLE001 - a present but unreadable dataset
-        raise UsageError(f"Dataset {dataset_id} is on disk but cannot be read ({err}). Delete "
-                         f"{minari.storage.get_dataset_path(dataset_id)} and build or download it "
-                         "again.") from None
+        except Exception as err:  # noqa: BLE001 - a present but unreadable dataset
+            raise UsageError(
+                f"Dataset {dataset_id} is on disk at {folder} but cannot be read "
+                f"({first_line(err)}): a data file is missing or corrupt. Move the folder away "
+                f"and build it again (`python main.py collect --dataset {dataset_id} "
+                f"--overwrite` for local ids) or download it again.") from None
+    if dataset_id.startswith("local/"):
+        import collect
+        print(f"Dataset {dataset_id} is not on disk yet; building it now "
+              f"(under {minari.storage.get_dataset_path()}).", flush=True)
+        return collect.build_local_dataset(dataset_id)
     stand_in = f" Its local stand-in is {DEFAULT_DATASET}." if "pusher" in dataset_id else ""
     by_hand = (f"To use it offline, copy the dataset's folder from a machine that has it "
-               f"(~/.minari/datasets/{dataset_id}) to "
-               f"{minari.storage.get_dataset_path(dataset_id)}, or build a local dataset with "
-               f"`python main.py collect --list`.{stand_in}")
+               f"(~/.minari/datasets/{dataset_id}) to {folder}, or build a local dataset "
+               f"(`python main.py collect --list` shows which).{stand_in}")
     if not hub_reachable():
         raise UsageError(f"Dataset {dataset_id} is not on disk and Minari's dataset server "
                          f"cannot be reached from this machine (no network). {by_hand}")
@@ -58,8 +55,13 @@ def load_dataset(dataset_id: str):
         return minari.load_dataset(dataset_id, download=True)
     except Exception as err:  # noqa: BLE001
         raise UsageError(f"Dataset {dataset_id} is not on disk and could not be downloaded "
-                         f"({str(err).strip().splitlines()[0] if str(err).strip() else err!r}). "
-                         f"Check the id with `minari list remote`. {by_hand}") from None
+                         f"({first_line(err)}). Check the id with `minari list remote`. "
+                         f"{by_hand}") from None
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -1,0 +1,257 @@
+"""Faults a user meets, driven through the CLI: signals, resume, bad files, odd datasets, DDP."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import minari
+import numpy as np
+import pytest
+import torch
+from minari.data_collector import EpisodeBuffer
+
+from config import TrainConfig, UsageError
+from dataset import MinariDataModule
+from meanflow_ql import MeanFlowPolicy, MeanFlowQL, load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = str(ROOT / "main.py")
+SMALL = ["--batch-size", "64", "--actor-hidden-dim", "64", "--critic-hidden-dim", "64"]
+
+
+@pytest.fixture(scope="module")
+def pusher(tmp_path_factory):
+    """A tiny real local Pusher dataset in its own store, and an environment for subprocesses."""
+    base = tmp_path_factory.mktemp("faults")
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(base / "minari"),
+           "MEANFLOW_QL_COLLECT_EPISODES": "16", "MEANFLOW_QL_REF_EPISODES": "4"}
+    result = subprocess.run([sys.executable, MAIN, "collect", "--dataset",
+                             "local/pusher/expert-v0", "--no-progress"], env=env, cwd=base,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return {"env": env, "cwd": base}
+
+
+def run(args, env, cwd, timeout=300):
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    return result.returncode, result.stdout, result.stderr
+
+
+def updates_in(text: str) -> int:
+    line = next(line for line in text.splitlines() if "updates" in line and "after" in line)
+    return int(line.split("after")[1].split()[0])
+
+
+def windows_in(text: str) -> int:
+    line = next(line for line in text.splitlines() if "training windows" in line)
+    return int(line.split("training windows")[0].split(",")[-1])
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_training_and_resume_finishes_the_same_updates(pusher, tmp_path, signum,
+                                                                      code):
+    env, out_dir = pusher["env"], tmp_path / "runs"
+    epochs = 40
+    process = subprocess.Popen([sys.executable, MAIN, "train", "--epochs", str(epochs),
+                                "--patience", "0", "--output-dir", str(out_dir), *SMALL],
+                               cwd=pusher["cwd"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    # Wait until updates are running (the first validation wrote best.ckpt), then signal.
+    deadline = time.monotonic() + 120
+    while not list(out_dir.glob("*/checkpoints/best.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stopped_at = time.monotonic()
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert time.monotonic() - stopped_at < 15                  # stops within seconds
+    assert process.returncode == code, err
+    run_dir = next(out_dir.iterdir())
+    assert f"Resume: python main.py train --resume {run_dir}" in out
+    interrupted = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    done = int(interrupted.num_updates)
+    batches = windows_in(out) // 64
+    assert 0 < done < epochs * batches
+
+    code, out, err = run([MAIN, "train", "--resume", str(run_dir)], env, pusher["cwd"])
+    assert code == 0, err
+    assert updates_in(out) == epochs * batches                 # as an uninterrupted run ends
+    assert int(load_checkpoint(run_dir / "checkpoints" / "last.ckpt").num_updates) \
+        == epochs * batches
+    assert len(list(out_dir.iterdir())) == 1                   # the same run directory
+
+
+def test_resume_refuses_to_change_the_model(pusher, tmp_path):
+    code, out, err = run([MAIN, "train", "--max-updates", "3", "--output-dir",
+                          str(tmp_path / "runs"), *SMALL], pusher["env"], pusher["cwd"])
+    assert code == 0, err
+    run_dir = next((tmp_path / "runs").iterdir())
+    code, out, err = run([MAIN, "train", "--resume", str(run_dir), "--actor-hidden-dim", "32"],
+                         pusher["env"], pusher["cwd"])
+    assert code == 2 and "--actor-hidden-dim" in err and "Traceback" not in err
+
+
+class RunsCode:
+    """Unpickling this runs os.system: what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoints_that_could_run_code_or_are_damaged_are_refused(pusher, tmp_path):
+    marker = tmp_path / "code-ran"
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"cfg": RunsCode(marker)}}, crafted)
+    code, out, err = run([MAIN, "test", "--checkpoint", str(crafted)], pusher["env"], tmp_path)
+    assert code == 2 and "Traceback" not in err
+    assert "cannot be loaded safely" in err
+    assert not marker.exists()
+
+    code, out, err = run([MAIN, "train", "--max-updates", "2", "--output-dir",
+                          str(tmp_path / "runs"), *SMALL], pusher["env"], pusher["cwd"])
+    assert code == 0, err
+    good = next((tmp_path / "runs").glob("*/checkpoints/last.ckpt"))
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    code, out, err = run([MAIN, "test", "--checkpoint", str(truncated)], pusher["env"], tmp_path)
+    assert code == 2 and "Traceback" not in err and "truncated, corrupt" in err
+
+
+def test_a_nan_loss_stops_training_without_nan_checkpoints(pusher, tmp_path):
+    code, out, err = run([MAIN, "train", "--learning-rate", "1e30", "--output-dir",
+                          str(tmp_path / "runs"), *SMALL], pusher["env"], pusher["cwd"])
+    assert code == 1 and "Traceback" not in err
+    assert "loss became" in err and "at update" in err
+    for path in (tmp_path / "runs").glob("*/checkpoints/best.ckpt"):
+        model = load_checkpoint(path)
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_dataset_with_a_missing_or_corrupt_data_file_is_refused(toy_dataset, tmp_path):
+    env = {**os.environ}
+    data_file = next(Path(os.environ["MINARI_DATASETS_PATH"]).glob("toy/known/values-v0/data/*"
+                                                                    ".hdf5"))
+    data_file.write_bytes(b"\0" * 64)
+    code, out, err = run([MAIN, "train", "--dataset", "toy/known/values-v0", "--output-dir",
+                          str(tmp_path / "runs")], env, tmp_path)
+    assert code == 2 and "Traceback" not in err and "missing or corrupt" in err
+    data_file.unlink()
+    code, out, err = run([MAIN, "train", "--dataset", "toy/known/values-v0", "--output-dir",
+                          str(tmp_path / "runs")], env, tmp_path)
+    assert code == 2 and "Traceback" not in err and "missing or corrupt" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def write_dataset(dataset_id, buffers, observation_space, action_space):
+    return minari.create_dataset_from_buffers(dataset_id, buffers,
+                                              observation_space=observation_space,
+                                              action_space=action_space)
+
+
+def episode(length, obs, terminated=False, reward=1.0):
+    terminations = [False] * length
+    truncations = [False] * length
+    (terminations if terminated else truncations)[-1] = True
+    return EpisodeBuffer(observations=obs, actions=[np.full(2, 0.1 * i, np.float32)
+                                                    for i in range(length)],
+                         rewards=[reward] * length, terminations=terminations,
+                         truncations=truncations)
+
+
+def train_briefly(dataset, **overrides):
+    values = dict(dataset=dataset.spec.dataset_id, batch_size=4, obs_horizon=3, pred_horizon=5,
+                  action_horizon=2, actor_hidden_dim=16, critic_hidden_dim=16,
+                  val_fraction=0.0)
+    values.update(overrides)
+    cfg = TrainConfig(**values)
+    data = MinariDataModule(cfg, dataset)
+    model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim, data.action_low.tolist(),
+                       data.action_high.tolist(), data.obs_keys, cfg.dataset)
+    model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
+    model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
+    import lightning as L
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              accelerator="cpu", limit_val_batches=0).fit(model, datamodule=data)
+    return data, model
+
+
+def test_dict_observations_are_flattened_in_sorted_key_order(minari_path):
+    space = gym.spaces.Dict({"velocity": gym.spaces.Box(-9, 9, (1,)),
+                             "achieved": gym.spaces.Box(-9, 9, (2,))})
+    steps = np.arange(5, dtype=np.float64)
+    obs = {"velocity": (10.0 + steps)[:, None], "achieved": np.stack([steps, -steps], 1)}
+    dataset = write_dataset("toy/dict/obs-v0", [episode(4, obs)], space,
+                            gym.spaces.Box(-1, 1, (2,), np.float32))
+    data, model = train_briefly(dataset)
+    assert data.obs_keys == ["achieved", "velocity"]
+    raw = data.obs_normalizer.unnormalize(data.train_set.obs)
+    np.testing.assert_allclose(raw[2].numpy(), [2, -2, 12], atol=1e-4)
+    assert model.hparams["obs_keys"] == ["achieved", "velocity"]
+    policy = MeanFlowPolicy(model)
+    action = policy.act({"velocity": np.array([11.0]), "achieved": np.array([1.0, -1.0])})
+    assert action.shape == (2,) and np.all(np.abs(action) <= 1)
+
+
+def test_image_observations_are_refused_naming_the_space(minari_path):
+    space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    obs = [np.zeros((8, 8, 3), np.uint8) for _ in range(3)]
+    dataset = write_dataset("toy/image/obs-v0", [episode(2, obs)], space,
+                            gym.spaces.Box(-1, 1, (2,), np.float32))
+    with pytest.raises(UsageError, match=r"Observation space Box\(0, 255, \(8, 8, 3\)"):
+        train_briefly(dataset)
+
+
+def test_episodes_shorter_than_the_horizons_all_terminating(minari_path):
+    space = gym.spaces.Box(-9, 9, (2,), np.float64)
+    buffers = [episode(n, [np.full(2, float(t)) for t in range(n + 1)], terminated=True)
+               for n in (1, 2, 1, 3)]
+    dataset = write_dataset("toy/short/terminated-v0", buffers, space,
+                            gym.spaces.Box(-1, 1, (2,), np.float32))
+    data, model = train_briefly(dataset)          # obs_horizon 3, pred_horizon 5
+    assert len(data.train_set) == 1 + 2 + 1 + 3
+    batch = data.train_set.__getitems__(list(range(len(data.train_set))))
+    assert batch["terminal"].all()                # every chunk reaches its episode's end
+    assert batch["valid_steps"].tolist() == [1, 2, 1, 1, 3, 2, 1]
+    assert int(model.num_updates) > 0 and all(torch.isfinite(p).all()
+                                              for p in model.parameters())
+
+
+def test_all_truncated_episodes_never_stop_bootstrapping(minari_path):
+    space = gym.spaces.Box(-9, 9, (2,), np.float64)
+    buffers = [episode(6, [np.full(2, float(t)) for t in range(7)]) for _ in range(3)]
+    dataset = write_dataset("toy/all/truncated-v0", buffers, space,
+                            gym.spaces.Box(-1, 1, (2,), np.float32))
+    data, _ = train_briefly(dataset)
+    assert not data.train_set.index["terminal"].any()
+
+
+def test_nan_rewards_are_refused(minari_path):
+    space = gym.spaces.Box(-9, 9, (2,), np.float64)
+    buffers = [episode(3, [np.zeros(2)] * 4), episode(3, [np.zeros(2)] * 4, reward=np.nan)]
+    dataset = write_dataset("toy/nan/rewards-v0", buffers, space,
+                            gym.spaces.Box(-1, 1, (2,), np.float32))
+    with pytest.raises(UsageError, match="NaN or infinite"):
+        train_briefly(dataset)
+
+
+def test_ddp_on_two_cpu_processes_writes_one_loadable_run(pusher, tmp_path):
+    code, out, err = run([MAIN, "train", "--devices", "2", "--strategy", "ddp", "--accelerator",
+                          "cpu", "--max-updates", "6", "--output-dir", str(tmp_path / "runs"),
+                          *SMALL], pusher["env"], pusher["cwd"])
+    assert code == 0, err
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == ["best.ckpt",
+                                                                            "last.ckpt"]
+    model = load_checkpoint(runs[0] / "checkpoints" / "last.ckpt")
+    assert int(model.num_updates) == 6
+    assert "All distributed processes registered. Starting with 2 processes" in out + err
