@@ -103,30 +103,47 @@ def _min_jerk(x: float) -> tuple[float, float, float]:
             60 * x * (1 - x) * (1 - 2 * x))
 
 
+def _end_velocity_profile(x: float) -> tuple[float, float, float]:
+    """Quintic h with h = h' = h'' = 0 at 0, h(1) = h''(1) = 0 and h'(1) = 1: added as
+    T * h(t/T) * v1 to a minimum-jerk move, it makes the move end with velocity v1."""
+    return (x**3 * (-4 + 7 * x - 3 * x * x), x * x * (-12 + 28 * x - 15 * x * x),
+            x * (-24 + 84 * x - 60 * x * x))
+
+
 class PusherExpert:
     """Pushes Pusher-v5's object to the goal with the wrist's scoop.
 
     `tips_arm` is the centre of the scoop's bar (its y axis); two prongs point along its x axis.
     At an episode's start the controller solves inverse kinematics once for a pre-push pose: bar
     `standoff` behind the object on the far side from the goal, perpendicular to the object->goal
-    direction and level, prongs pointing away from the arm's base (the other way when that pose
-    is out of reach and the other is closer). It moves there along a
-    minimum-jerk joint trajectory with mass-matrix feedforward torques (the heavy shoulder
-    dominates the control cost). Then it pushes: Cartesian velocity control of the tip by damped
-    least squares, the bar's orientation held in the position task's null space, the tip aimed
-    `lead` into the object along the current object->goal direction with a lateral correction
-    keeping the object on the push line. The object's contact is soft (it moves at most ~0.045
-    m/s before the bar passes through it), so the push is speed-limited by physics.
+    direction, level and at the object's mid-height, prongs pointing away from the arm's base (the
+    other way when that pose is out of reach and the other is closer). It moves there along a
+    minimum-jerk joint trajectory that ends with the tip already moving toward the goal, with
+    inverse-dynamics feedforward torques; the approach's duration is chosen per episode by
+    trading its estimated torque cost against pushing time lost. Then it pushes: Cartesian
+    velocity control of the tip by damped least squares, the bar's orientation held in the
+    position task's null space, the tip aimed `lead` into the object along the object->goal
+    direction with a lateral correction keeping the object on the push line, and no further
+    than where the object comes to rest at the goal. The object's contact is soft: its speed is
+    proportional to how deep the bar presses into it, so the bar is driven in fast and then
+    held near the deepest press that does not pass through (~0.05 m/s at mid-height).
 
     Torques are the mass matrix times a joint-velocity error plus the joints' damping: a uniform
     gain makes the light wrist joints flip between the torque bounds every step.
     """
 
     standoff = 0.075     # bar centre behind the object's centre (object radius 0.05, bar 0.02)
-    push_height = -0.29  # tip z while pushing (object spans z in [-0.325, -0.225])
-    approach_time = 1.8  # s for the joint-space approach (36 steps)
-    lead = 0.06          # while pushing, aim this far past the touching pose into the object
-    push_speed = 0.06    # m/s cap on the commanded tip speed while pushing
+    push_height = -0.275 # tip z while pushing: the object's mid-height (it spans [-0.325, -0.225])
+    approach_speed = 0.05  # m/s of the tip along the push direction when the approach ends
+    approach_min, approach_max = 1.0, 2.5  # s, bounds of the per-episode approach time
+    coriolis = True      # approach feedforward includes velocity-product torques
+    approach_samples = 8  # points at which the approach's torque cost is estimated
+    time_value = 5.0     # return lost per second of pushing time lost (sets the approach time)
+    lead = 0.07          # while pushing, aim this far past the touching pose into the object
+    push_speed = 0.15    # m/s cap on the commanded tip speed while pushing
+    contact = 0.07       # object radius + bar radius: centre distance where contact ends
+    overshoot = 0.0      # the push stops where the object would rest this far past the goal
+    freeze_radius = 0.05 # closer than this to the goal the push direction is kept fixed
     push_gain = 20.0     # push: tip speed = gain * distance to the aim point (1/s)
     lateral_gain = 2.0   # push: sideways tip speed per metre off the push line (1/s)
     height_gain = 10.0
@@ -151,6 +168,7 @@ class PusherExpert:
         self._jacp = np.zeros((3, self.model.nv))
         self._jacr = np.zeros((3, self.model.nv))
         self._mass = np.zeros((self.model.nv, self.model.nv))
+        self._rne = np.zeros(self.model.nv)
         self._damp_p = self.position_lambda**2 * np.eye(3)
         self._damp_r = self.rotation_lambda**2 * np.eye(3)
         self.reset()
@@ -158,7 +176,8 @@ class PusherExpert:
     def reset(self) -> None:
         self.step = 0
         self.sign = 0.0
-        self.plan: tuple[np.ndarray, np.ndarray] | None = None
+        self.direction: np.ndarray | None = None
+        self.plan: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
 
     def _kinematics(self, q: np.ndarray) -> np.ndarray:
         """Tip rotation matrix at joint angles q; fills the tip Jacobians."""
@@ -174,6 +193,17 @@ class PusherExpert:
         mujoco.mj_crb(self.model, self.data)
         mujoco.mj_fullM(self.model, self.data, self._mass)
         return self._mass[:7, :7]
+
+    def _inverse_dynamics(self, q: np.ndarray, qd: np.ndarray, qdd: np.ndarray) -> np.ndarray:
+        """Joint torques M(q) qdd (armature included) + Coriolis/centrifugal(q, qd) (gravity is off in Pusher)."""
+        d = self.data
+        d.qpos[:7], d.qvel[:7], d.qacc[:7] = q, qd, qdd
+        d.qvel[7:] = d.qacc[7:] = 0.0
+        mujoco.mj_kinematics(self.model, d)
+        mujoco.mj_comPos(self.model, d)
+        mujoco.mj_comVel(self.model, d)
+        mujoco.mj_rne(self.model, d, 1, self._rne)
+        return self._rne[:7] + self.model.dof_armature[:7] * qdd  # rne leaves armature out
 
     def _rotation_error(self, R: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Rotation vector (small-angle) from R to the level frame with x along sign*direction:
@@ -227,29 +257,70 @@ class PusherExpert:
             self.sign = -self.sign
         return q
 
+    def _approach_cost(self, q0: np.ndarray, q1: np.ndarray, qd1: np.ndarray,
+                       durations: np.ndarray) -> np.ndarray:
+        """Control cost (0.1 sum over steps of squared torques) of the approach's feedforward
+        torques for each duration T, from `approach_samples` points along it: the torque at a
+        point is A/T^2 + B/T + C (inertial, damping and end-velocity parts)."""
+        cost = np.zeros(len(durations))
+        for x in (np.arange(self.approach_samples) + 0.5) / self.approach_samples:
+            p, dp, ddp = _min_jerk(x)
+            h, dh, ddh = _end_velocity_profile(x)
+            self._kinematics(q0 + p * (q1 - q0))
+            M = self._mass_matrix()
+            A = M @ (ddp * (q1 - q0))
+            B = M @ (ddh * qd1) + self.damping * dp * (q1 - q0)
+            C = self.damping * dh * qd1
+            tau = A / durations[:, None] ** 2 + B / durations[:, None] + C
+            cost += np.sum(tau**2, axis=1)
+        return 0.1 * cost / self.approach_samples * durations / self.dt
+
+    def _plan(self, q: np.ndarray, touching: np.ndarray, direction: np.ndarray, obj: np.ndarray):
+        """Pre-push pose, the joint velocity it is reached with (tip moving `approach_speed`
+        along the push direction) and the approach time T that minimises the approach's
+        estimated control cost plus `time_value` * T (each second of approach is a second less
+        of pushing)."""
+        q1 = self._plan_pose(np.r_[touching, self.push_height], direction, obj)
+        self._kinematics(q1)
+        qd1 = self._joint_velocity(q1, np.r_[self.approach_speed * direction, 0.0], np.zeros(3))
+        durations = np.linspace(self.approach_min, self.approach_max, 31)
+        total = self._approach_cost(q, q1, qd1, durations) + self.time_value * durations
+        return q.copy(), q1, qd1, float(durations[np.argmin(total)])
+
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         q, qd, tip, obj, goal = obs[:7], obs[7:14], obs[14:17], obs[17:19], obs[20:22]
-        direction = goal - obj
-        direction = direction / max(np.linalg.norm(direction), 1e-9)
+        to_goal = goal - obj
+        distance = float(np.linalg.norm(to_goal))
+        if self.direction is None or distance > self.freeze_radius:
+            self.direction = to_goal / max(distance, 1e-9)
+        direction = self.direction
         normal = np.array([-direction[1], direction[0]])
         touching = obj - self.standoff * direction  # bar centre just touching the object
         if self.plan is None:
-            self.plan = (q.copy(), self._plan_pose(np.r_[touching, self.push_height], direction,
-                                                   obj))
+            self.plan = self._plan(q, touching, direction, obj)
+        q0, q1, qd1, T = self.plan
         t = self.step * self.dt
         self.step += 1
-        if t < self.approach_time:
-            q0, q1 = self.plan
-            s, ds, dds = _min_jerk(t / self.approach_time)
-            q_ref = q0 + s * (q1 - q0)
-            qd_ref = ds / self.approach_time * (q1 - q0)
-            qdd_ref = dds / self.approach_time**2 * (q1 - q0)
-            self._kinematics(q)
-            acc = qdd_ref + self.approach_kv * (qd_ref - qd) + self.approach_kp * (q_ref - q)
-            return np.clip(self._mass_matrix() @ acc + self.damping * qd_ref, -2.0, 2.0)
+        if t < T:
+            x = t / T
+            s, ds, dds = _min_jerk(x)
+            h, dh, ddh = _end_velocity_profile(x)
+            q_ref = q0 + s * (q1 - q0) + T * h * qd1
+            qd_ref = ds / T * (q1 - q0) + dh * qd1
+            qdd_ref = dds / T**2 * (q1 - q0) + ddh / T * qd1
+            feedback = self.approach_kv * (qd_ref - qd) + self.approach_kp * (q_ref - q)
+            if self.coriolis:
+                tau = self._inverse_dynamics(q, qd, qdd_ref + feedback)
+            else:
+                self._kinematics(q)
+                tau = self._mass_matrix() @ (qdd_ref + feedback)
+            return np.clip(tau + self.damping * qd_ref, -2.0, 2.0)
         rel = tip[:2] - touching
         along, lateral = rel @ direction, rel @ normal
-        speed = min(self.push_speed, max(0.0, self.push_gain * (self.lead - along)))
+        # aim `lead` into the object, but no further than the bar's position that leaves the
+        # object resting `overshoot` past the goal (contact ends at centre distance `contact`)
+        stop = (goal - tip[:2]) @ direction - self.contact + self.overshoot
+        speed = min(self.push_speed, max(0.0, self.push_gain * min(self.lead - along, stop)))
         v = np.r_[speed * direction - self.lateral_gain * lateral * normal,
                   self.height_gain * (self.push_height - tip[2])]
         R = self._kinematics(q)
