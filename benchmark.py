@@ -10,7 +10,8 @@
 5. acting           act() latency at batch 1 / one raw forward; chunks/s at batch 256
 6. Lightning        updates/s inside the Trainer / the same update functions in a bare loop
 7. JAX (optional)   the same network's flow-matching and MeanFlow steps under jax.jit
-8. memory           peak resident memory of `python main.py train` at batch 4096
+8. evaluation       the online evaluation loop's own share of an episode's time (num_envs 1)
+9. memory           peak resident memory of `python main.py train` at batch 4096
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ TARGETS = {
     "act_over_forward": ("<=", 1.3),
     "lightning_overhead": ("<=", 0.10),
     "peak_rss_gib": ("<=", 4.0),
+    "eval_overhead": ("<=", 0.20),
 }
 
 
@@ -285,6 +287,40 @@ def bench_jax(batch_size, obs_dim, chunk_dim, cfg: TrainConfig, repeats) -> dict
             "jax_ratio": mf / fm}
 
 
+def bench_eval_overhead(dataset, episodes: int) -> dict:
+    """Share of an online evaluation's time spent outside env.step and the network's forward."""
+    import eval_online
+    from meanflow_ql import MeanFlowPolicy
+
+    cfg = TrainConfig()
+    _, model = build(cfg, dataset)
+    policy = MeanFlowPolicy(model, seed=0)
+    envs = eval_online.make_vector_env(eval_online.environment_spec(dataset, None), 1)
+    spent = {"env": 0.0, "network": 0.0}
+
+    def clocked(fn, key):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            result = fn(*args, **kwargs)
+            spent[key] += time.perf_counter() - start
+            return result
+        return wrapper
+
+    envs.step = clocked(envs.step, "env")
+    model.sample_chunk = clocked(model.sample_chunk, "network")
+    eval_online.run_episodes(policy, envs, 2, seed=100, progress=False)     # warm-up
+    spent.update(env=0.0, network=0.0)
+    start = time.perf_counter()
+    results = eval_online.run_episodes(policy, envs, episodes, seed=0, progress=False)
+    total = time.perf_counter() - start
+    envs.close()
+    steps = int(results["lengths"].sum())
+    return {"episode_s": total / episodes, "env_share": spent["env"] / total,
+            "network_share": spent["network"] / total,
+            "eval_overhead": 1 - (spent["env"] + spent["network"]) / total,
+            "steps_per_s": steps / total}
+
+
 def peak_train_rss(dataset_id: str, batch_size: int, updates: int) -> float:
     """Peak resident memory (GiB) of `python main.py train` at this batch size."""
     with tempfile.TemporaryDirectory() as out:
@@ -374,9 +410,17 @@ def main() -> int:
               f"{jvp_cost['meanflow_step_ms']:.1f} ms: "
               f"{'no slower' if faster else 'SLOWER'} than JAX's")
 
+    overhead = bench_eval_overhead(dataset, 5 if args.quick else 20)
+    results["evaluation"] = overhead
+    print(f"8. evaluation loop at --num-envs 1: {overhead['episode_s'] * 1e3:.0f} ms per "
+          f"episode, env.step {100 * overhead['env_share']:.0f}%, network "
+          f"{100 * overhead['network_share']:.0f}%, the loop's own overhead "
+          f"{100 * overhead['eval_overhead']:.1f}%: "
+          f"{check('eval_overhead', overhead['eval_overhead'])}", flush=True)
+
     rss = peak_train_rss(args.dataset, 4096, 10 if args.quick else 30)
     results["peak_rss_gib"] = rss
-    print(f"8. memory: peak resident memory of main.py train at batch 4096: {rss:.2f} GiB: "
+    print(f"9. memory: peak resident memory of main.py train at batch 4096: {rss:.2f} GiB: "
           f"{check('peak_rss_gib', rss)}")
 
     with open(args.out, "w") as f:

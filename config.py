@@ -111,6 +111,11 @@ class TrainConfig:
     """Stop after this many validations without improvement of the validation loss; 0 = off."""
     val_every_n_epochs: int = 1
     """Validate (and maybe checkpoint) every this many epochs."""
+    eval_every: int = 0
+    """Every this many validations, roll the policy out online and log eval/return and
+    eval/normalized_score; the best checkpoint is then chosen by that score. 0 = off."""
+    eval_episodes: int = 5
+    """Episodes of each online evaluation during training (seeds seed .. seed + n - 1)."""
     output_dir: str = "runs"
     """Where run directories are created."""
 
@@ -119,7 +124,7 @@ class TrainConfig:
         for name in ("obs_horizon", "pred_horizon", "action_horizon", "batch_size", "num_epochs",
                      "inference_steps", "actor_hidden_dim", "actor_num_layers",
                      "critic_hidden_dim", "critic_num_layers", "cql_num_samples",
-                     "num_candidates", "val_every_n_epochs"):
+                     "num_candidates", "val_every_n_epochs", "eval_episodes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.action_horizon > self.pred_horizon:
@@ -137,7 +142,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive (got {getattr(self, name)})")
         for name in ("cql_alpha", "actor_q_weight", "grad_clip", "max_updates", "patience",
-                     "num_workers", "adaptive_weight_power"):
+                     "num_workers", "adaptive_weight_power", "eval_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative (got {getattr(self, name)})")
         if self.target_aggregate not in ("min", "mean"):

@@ -45,17 +45,53 @@ def make_env_fn(env_spec, **kwargs):
     return make
 
 
+class OneEnv:
+    """One environment behind the batched interface `run_episodes` uses.
+
+    gymnasium.vector's per-step bookkeeping (info merging, autoreset) costs about as much as
+    the policy's own; with a single environment none of it is needed.
+    """
+
+    num_envs = 1
+
+    def __init__(self, env):
+        self.env = env
+        self.single_observation_space = env.observation_space
+        self.single_action_space = env.action_space
+
+    def reset(self, seed):
+        obs, info = self.env.reset(seed=seed[0])
+        return batch_of_one(obs), info
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = self.env.step(actions[0])
+        if terminated or truncated:
+            info = {key: np.array([value]) for key, value in info.items()}
+        return (batch_of_one(obs), np.array([reward]), np.array([terminated]),
+                np.array([truncated]), info)
+
+    def close(self):
+        self.env.close()
+
+
+def batch_of_one(obs):
+    if isinstance(obs, dict):
+        return {key: np.asarray(value)[None] for key, value in obs.items()}
+    return np.asarray(obs)[None]
+
+
 def make_vector_env(env_spec, num_envs: int):
+    """`num_envs` environments stepped together; several run in processes."""
     import gymnasium as gym
     try:
-        probe = make_env_fn(env_spec)()
+        first = make_env_fn(env_spec)()
     except gym.error.Error as err:
         raise UsageError(f"Environment {getattr(env_spec, 'id', env_spec)} cannot be made: "
                          f"{err} Pass an installed Gymnasium id with --env.") from None
-    probe.close()
-    fns = [make_env_fn(env_spec) for _ in range(num_envs)]
-    # Processes pay off only with several environments; one stays in this process.
-    return gym.vector.AsyncVectorEnv(fns) if num_envs > 1 else gym.vector.SyncVectorEnv(fns)
+    if num_envs == 1:
+        return OneEnv(first)
+    first.close()
+    return gym.vector.AsyncVectorEnv([make_env_fn(env_spec) for _ in range(num_envs)])
 
 
 def check_shapes(policy, envs) -> None:
@@ -84,23 +120,26 @@ def run_episodes(policy, envs, num_episodes: int, seed: int, progress: bool = Tr
     bar = tqdm(total=num_episodes, desc="episodes", disable=not progress, leave=False)
     # Episodes run in rounds of k, each environment reset with its episode's seed.
     for start in range(0, num_episodes, k):
-        episodes = list(range(start, min(start + k, num_episodes)))
+        episodes = range(start, min(start + k, num_episodes))
         seeds = [seed + start + j for j in range(k)]
         obs, _ = envs.reset(seed=seeds)
         policy.reset()
         for j in range(k):
             policy.reset(j, seed=seeds[j])
-        active = np.array([j < len(episodes) for j in range(k)])
+        active = np.arange(k) < len(episodes)
+        round_returns, round_lengths = np.zeros(k), np.zeros(k, dtype=np.int64)
         while active.any():
             obs, reward, terminated, truncated, info = envs.step(policy.act(obs, batched=True))
-            for j in np.flatnonzero(active):
-                episode = start + j
-                returns[episode] += reward[j]
-                lengths[episode] += 1
-                if terminated[j] or truncated[j]:
-                    successes[episode] = success_flag(info, j)
-                    active[j] = False
-                    bar.update(1)
+            round_returns += reward * active
+            round_lengths += active
+            done = (terminated | truncated) & active
+            if done.any():
+                for j in np.flatnonzero(done):
+                    successes[start + j] = success_flag(info, j)
+                bar.update(int(done.sum()))
+                active &= ~done
+        returns[start:start + len(episodes)] = round_returns[:len(episodes)]
+        lengths[start:start + len(episodes)] = round_lengths[:len(episodes)]
     bar.close()
     return {"returns": returns, "lengths": lengths, "successes": successes}
 
@@ -162,6 +201,41 @@ def record_video(policy, env_spec, path: Path, seed: int) -> int:
     else:
         imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
     return len(frames)
+
+
+# --- during training ---------------------------------------------------------------------------
+
+def make_online_eval_callback(dataset, env_spec, every: int, episodes: int, seed: int):
+    """A Lightning callback: every `every` validations, a short online evaluation, logged as
+    eval/return and eval/normalized_score (what the best checkpoint is chosen by then)."""
+    import lightning as L
+
+    from meanflow_ql import MeanFlowPolicy
+
+    class OnlineEvaluation(L.Callback):
+        def __init__(self):
+            self.rounds = 0
+            self.last: dict | None = None
+
+        def on_validation_epoch_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking:
+                return
+            if self.rounds % every == 0 or self.last is None:
+                policy = MeanFlowPolicy(pl_module, seed=seed, device=str(pl_module.device))
+                envs = make_vector_env(env_spec, 1)
+                try:
+                    results = run_episodes(policy, envs, episodes, seed, progress=False)
+                finally:
+                    envs.close()
+                    pl_module.train()
+                self.last = summarize(results, dataset)
+            self.rounds += 1
+            # Logged at every validation (the latest figures), so checkpointing always finds it.
+            pl_module.log("eval/return", self.last["return_mean"], prog_bar=True)
+            if "normalized_score_mean" in self.last:
+                pl_module.log("eval/normalized_score", self.last["normalized_score_mean"])
+
+    return OnlineEvaluation()
 
 
 # --- from a checkpoint -------------------------------------------------------------------------

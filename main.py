@@ -123,7 +123,8 @@ def quiet_lightning() -> None:
 # --- train --------------------------------------------------------------------------------------
 
 RESUMABLE = ("num_epochs", "max_updates", "patience", "devices", "accelerator", "strategy",
-             "num_workers", "mixed_precision", "output_dir", "val_every_n_epochs")
+             "num_workers", "mixed_precision", "output_dir", "val_every_n_epochs", "eval_every",
+             "eval_episodes")
 
 
 def resume_point(path: str) -> tuple[Path, Path]:
@@ -212,10 +213,18 @@ def train(cfg: TrainConfig, resume: str | None = None, typed: dict | None = None
           f"\nData: {data.describe()}", flush=True)
 
     checkpoints = run_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="best",
-                                 monitor="val/loss", mode="min", save_last=True,
-                                 auto_insert_metric_name=False)
-    callbacks = [checkpoint, TQDMProgressBar(refresh_rate=20)]
+    monitor, mode = "val/loss", "min"
+    callbacks = [TQDMProgressBar(refresh_rate=20)]
+    if cfg.eval_every > 0:
+        import eval_online
+        env_spec = eval_online.environment_spec(data.minari_dataset, None)
+        callbacks.append(eval_online.make_online_eval_callback(
+            data.minari_dataset, env_spec, cfg.eval_every, cfg.eval_episodes, cfg.seed))
+        has_scores = data.minari_dataset.storage.metadata.get("ref_min_score") is not None
+        monitor, mode = ("eval/normalized_score" if has_scores else "eval/return"), "max"
+    checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor,
+                                 mode=mode, save_last=True, auto_insert_metric_name=False)
+    callbacks.insert(0, checkpoint)
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience))
     strategy = cfg.strategy
@@ -249,7 +258,7 @@ def train(cfg: TrainConfig, resume: str | None = None, typed: dict | None = None
         raise Interrupted(interruption.signal)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     print(f"Finished after {int(model.num_updates)} updates.\n"
-          f"Best checkpoint (val/loss {float(checkpoint.best_model_score or float('nan')):.4f}): "
+          f"Best checkpoint ({monitor} {float(checkpoint.best_model_score or float('nan')):.4f}): "
           f"{best}\nLast checkpoint: {checkpoints / 'last.ckpt'}\n"
           f"Test it: python main.py test --dataset {cfg.dataset} --checkpoint {best}\n"
           f"Logs: tensorboard --logdir {cfg.output_dir}", flush=True)

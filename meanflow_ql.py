@@ -99,6 +99,9 @@ class MeanFlowActor(nn.Module):
 
     def sample(self, obs: torch.Tensor, noise: torch.Tensor, steps: int = 1) -> torch.Tensor:
         """Integrate from noise (t = 1) to data (t = 0) in `steps` equal steps."""
+        if steps == 1:                                 # MeanFlow's one step: eps - u(eps, 0, 1)
+            ones = noise.new_ones(len(noise))
+            return noise - self(noise, ones - 1, ones, obs)
         z = noise
         ones = torch.ones(len(z), device=z.device, dtype=z.dtype)
         for i in range(steps):
@@ -336,7 +339,16 @@ class MeanFlowQL(L.LightningModule):
         obs_window (N, obs_horizon, obs_dim) raw; noise (N * num_candidates, chunk_dim).
         With several candidates per state, the critic picks the chunk it values most.
         """
-        obs = flat(self.obs_normalizer.normalize(obs_window))
+        chunk = self.sample_chunk(flat(self.obs_normalizer.normalize(obs_window)), noise,
+                                  num_candidates)
+        chunk = chunk.reshape(len(chunk), self.cfg.pred_horizon, self.action_dim)
+        actions = self.action_normalizer.unnormalize(chunk)
+        return torch.maximum(torch.minimum(actions, self.action_high), self.action_low)
+
+    @torch.no_grad()
+    def sample_chunk(self, obs: torch.Tensor, noise: torch.Tensor,
+                     num_candidates: int = 1) -> torch.Tensor:
+        """Normalised flat chunks (N, chunk_dim) for normalised flat observations (N, obs_in)."""
         if num_candidates > 1:
             obs = obs.repeat_interleave(num_candidates, dim=0)
         chunk = self.actor.sample(obs, noise, self.cfg.inference_steps)
@@ -344,9 +356,7 @@ class MeanFlowQL(L.LightningModule):
             q = self.critic(obs, chunk).mean(0).reshape(-1, num_candidates)
             best = q.argmax(1) + torch.arange(len(q), device=q.device) * num_candidates
             chunk = chunk[best]
-        chunk = chunk.reshape(len(chunk), self.cfg.pred_horizon, self.action_dim)
-        actions = self.action_normalizer.unnormalize(chunk)
-        return torch.maximum(torch.minimum(actions, self.action_high), self.action_low)
+        return chunk
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -387,7 +397,8 @@ class MeanFlowPolicy:
     Keeps each environment's observation history and the not-yet-executed part of its current
     chunk: `act` samples a chunk when the queue is empty, executes `action_horizon` actions of it,
     then replans. Each environment draws its noise from its own seeded generator, so an episode's
-    actions do not depend on how many environments run beside it.
+    actions do not depend on how many environments run beside it. Bookkeeping is in numpy on
+    the CPU (tiny arrays), so a step costs little more than the network's forward pass.
     """
 
     def __init__(self, model: MeanFlowQL, action_horizon: int | None = None,
@@ -399,13 +410,24 @@ class MeanFlowPolicy:
         if not 1 <= self.action_horizon <= cfg.pred_horizon:
             raise UsageError(f"action_horizon {self.action_horizon} must lie between 1 and the "
                              f"checkpoint's pred_horizon ({cfg.pred_horizon}).")
+        if self.num_candidates < 1:
+            raise UsageError(f"num_candidates must be at least 1 (got {self.num_candidates}).")
         self.obs_keys = model.hparams["obs_keys"]
         self.device = device
         self.seed = seed
+        self.obs_horizon, self.obs_dim = cfg.obs_horizon, model.obs_dim
+        self.action_shape = (cfg.pred_horizon, model.action_dim)
         self.chunk_dim = model.action_dim * cfg.pred_horizon
+        numpy = lambda t: t.detach().cpu().float().numpy()
+        self.obs_mean, self.obs_std = numpy(model.obs_normalizer.mean), numpy(
+            model.obs_normalizer.std)
+        self.action_mean, self.action_std = numpy(model.action_normalizer.mean), numpy(
+            model.action_normalizer.std)
+        self.action_low, self.action_high = numpy(model.action_low), numpy(model.action_high)
         self.history = None        # (N, obs_horizon, obs_dim) raw observations
         self.queue = None          # (N, action_horizon, action_dim) actions of the current chunks
         self.queue_left = None     # (N,) how many are left per environment
+        self.fresh = None          # (N,) environments whose episode just started
         self.generators = {}       # environment index -> torch.Generator
 
     @classmethod
@@ -415,24 +437,21 @@ class MeanFlowPolicy:
     def reset(self, env_index: int | None = None, seed: int | None = None) -> None:
         """Start new episodes: in all environments, or in one (optionally reseeding its noise)."""
         if env_index is None:
-            self.history = self.queue = self.queue_left = None
+            self.history = self.queue = self.queue_left = self.fresh = None
             self.generators = {}
             return
         if seed is not None:
             self.generators[env_index] = torch.Generator().manual_seed(seed)
         if self.history is not None:
             self.queue_left[env_index] = 0
-            self.history[env_index] = float("nan")   # refilled from the next observation
+            self.fresh[env_index] = True
 
-    def _flatten(self, obs, batched: bool) -> torch.Tensor:
+    def _flatten(self, obs, batched: bool) -> np.ndarray:
         if isinstance(obs, dict):
             if not batched:
                 obs = {k: np.asarray(v)[None] for k, v in obs.items()}
-            flat_obs = flatten_observations(obs, self.obs_keys)
-        else:
-            flat_obs = np.asarray(obs, dtype=np.float32).reshape(
-                -1 if batched else 1, self.model.obs_dim)
-        return torch.from_numpy(flat_obs).float()
+            return flatten_observations(obs, self.obs_keys)
+        return np.asarray(obs, dtype=np.float32).reshape(-1 if batched else 1, self.obs_dim)
 
     def _noise(self, env_index: int) -> torch.Tensor:
         if env_index not in self.generators:
@@ -440,27 +459,41 @@ class MeanFlowPolicy:
         return torch.randn(self.num_candidates, self.chunk_dim,
                            generator=self.generators[env_index])
 
+    def _replan(self, envs: np.ndarray) -> None:
+        obs = (self.history[envs] - self.obs_mean) / self.obs_std
+        obs = torch.from_numpy(obs.reshape(len(envs), -1))
+        noise = self._noise(int(envs[0])) if len(envs) == 1 else \
+            torch.cat([self._noise(int(i)) for i in envs])
+        if self.device != "cpu":
+            obs, noise = obs.to(self.device), noise.to(self.device)
+        chunk = self.model.sample_chunk(obs, noise, self.num_candidates)
+        chunk = chunk.cpu().numpy().reshape(len(envs), *self.action_shape)
+        actions = np.clip(chunk * self.action_std + self.action_mean, self.action_low,
+                          self.action_high)
+        self.queue[envs] = actions[:, :self.action_horizon]
+        self.queue_left[envs] = self.action_horizon
+
     def act(self, obs, batched: bool = False) -> np.ndarray:
         """The next action for each environment: (action_dim,) or (N, action_dim) if batched."""
         current = self._flatten(obs, batched)                       # (N, obs_dim)
-        horizon = self.model.cfg.obs_horizon
         if self.history is None:
-            self.history = current[:, None].repeat(1, horizon, 1)
-            self.queue_left = np.zeros(len(current), dtype=np.int64)
-            self.queue = torch.zeros(len(current), self.action_horizon, self.model.action_dim)
+            n = len(current)
+            self.history = np.repeat(current[:, None], self.obs_horizon, axis=1)
+            self.queue_left = np.zeros(n, dtype=np.int64)
+            self.queue = np.zeros((n, self.action_horizon, self.action_shape[1]), np.float32)
+            self.rows = np.arange(n)
+            self.fresh = np.zeros(n, dtype=bool)
         else:
-            fresh = torch.isnan(self.history[:, -1, 0])
-            self.history = torch.cat([self.history[:, 1:], current[:, None]], dim=1)
-            # A reset environment starts its history by repeating its first observation.
-            self.history[fresh] = current[fresh][:, None].repeat(1, horizon, 1)
+            if self.obs_horizon > 1:
+                self.history[:, :-1] = self.history[:, 1:]
+            self.history[:, -1] = current
+            if self.fresh.any():
+                # A reset environment starts its history by repeating its first observation.
+                self.history[self.fresh] = current[self.fresh][:, None]
+                self.fresh[:] = False
         replan = np.flatnonzero(self.queue_left == 0)
         if len(replan):
-            noise = torch.cat([self._noise(int(i)) for i in replan])
-            chunk = self.model.predict_action(self.history[replan].to(self.device),
-                                              noise.to(self.device), self.num_candidates)
-            self.queue[replan] = chunk[:, :self.action_horizon].cpu()
-            self.queue_left[replan] = self.action_horizon
-        step = self.action_horizon - self.queue_left
-        actions = self.queue[np.arange(len(current)), step].numpy()
+            self._replan(replan)
+        actions = self.queue[self.rows, self.action_horizon - self.queue_left]
         self.queue_left -= 1
         return actions if batched else actions[0]
