@@ -107,6 +107,8 @@ class TrainConfig:
     """Lightning devices: a count, a list like 0,1, or auto."""
     strategy: str = "auto"
     """Lightning strategy: auto, ddp, ..."""
+    num_nodes: int = 1
+    """Machines taking part in a DDP run (each runs the same command; see the README)."""
     patience: int = 5
     """Stop after this many validations without improvement of the validation loss; 0 = off."""
     val_every_n_epochs: int = 1
@@ -124,7 +126,7 @@ class TrainConfig:
         for name in ("obs_horizon", "pred_horizon", "action_horizon", "batch_size", "num_epochs",
                      "inference_steps", "actor_hidden_dim", "actor_num_layers",
                      "critic_hidden_dim", "critic_num_layers", "cql_num_samples",
-                     "num_candidates", "val_every_n_epochs", "eval_episodes"):
+                     "num_candidates", "val_every_n_epochs", "eval_episodes", "num_nodes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.action_horizon > self.pred_horizon:
@@ -191,7 +193,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
         if f.name in skip:
             continue
         flags = [f"--{f.name.replace('_', '-')}"] + FLAG_ALIASES.get(f.name, [])
-        help_text = f"{docs.get(f.name, '')} (default: {f.default})"
+        # argparse expands %-formats in help text: escape the literal ones.
+        help_text = f"{docs.get(f.name, '')} (default: {f.default})".replace("%", "%%")
         kind = hints[f.name]
         # default=SUPPRESS: only flags the user typed reach the namespace, so a resumed or
         # tested run can tell a typed value from a default.

@@ -124,6 +124,7 @@ def quiet_lightning() -> None:
 
 RESUMABLE = ("num_epochs", "max_updates", "patience", "devices", "accelerator", "strategy",
              "num_workers", "mixed_precision", "output_dir", "val_every_n_epochs", "eval_every",
+             "num_nodes",
              "eval_episodes")
 
 
@@ -237,7 +238,8 @@ def train(cfg: TrainConfig, resume: str | None = None, typed: dict | None = None
         # holds across an interrupted and resumed run; Lightning alone would count the
         # interrupted epoch as a whole one.
         max_epochs=-1, precision=cfg.mixed_precision, accelerator=cfg.accelerator,
-        devices=parse_devices(cfg.devices), strategy=strategy, callbacks=callbacks,
+        devices=parse_devices(cfg.devices), num_nodes=cfg.num_nodes, strategy=strategy,
+        callbacks=callbacks,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard"),
         check_val_every_n_epoch=cfg.val_every_n_epochs, log_every_n_steps=25,
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir))

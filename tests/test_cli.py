@@ -164,3 +164,16 @@ def test_checkpoint_for_other_shapes_is_refused(trained, toy_dataset, tmp_path):
                        "observations of size 2", "--dataset toy/known/values-v0")
     expect_usage_error([str(ROOT / "eval_online.py"), "--checkpoint", str(toy_checkpoint),
                         "--env", "Pusher-v5"], env, tmp_path, "observations of size 2")
+
+
+def test_every_help_page_prints(tmp_path):
+    for args in (["main.py", "train", "--help"], ["main.py", "test", "--help"],
+                 ["main.py", "collect", "--help"], ["eval_online.py", "--help"]):
+        code, out, err = run([str(ROOT / args[0]), *args[1:]], os.environ, tmp_path)
+        assert code == 0, err
+        assert "usage:" in out
+    code, out, err = run([str(ROOT / "main.py"), "train", "--help"], os.environ, tmp_path)
+    for flag in ("--epochs", "--batch-size", "--learning-rate", "--mixed-precision",
+                 "--dataset", "--checkpoint", "--skip-online-eval", "--cql-alpha",
+                 "--pred-horizon", "--resume"):
+        assert flag in out
