@@ -26,14 +26,18 @@ from config import UsageError  # noqa: E402
 
 # --- environments ------------------------------------------------------------------------------
 
+def environment_spec_or_none(dataset):
+    spec = dataset.spec
+    return getattr(spec, "eval_env_spec", None) or getattr(spec, "env_spec", None)
+
+
 def environment_spec(dataset, env_id: str | None):
     """What to build: --env, else the dataset's evaluation env, else its collection env."""
     if env_id:
         return env_id
-    spec = dataset.spec
-    env_spec = getattr(spec, "eval_env_spec", None) or getattr(spec, "env_spec", None)
+    env_spec = environment_spec_or_none(dataset)
     if env_spec is None:
-        raise UsageError(f"Dataset {spec.dataset_id} records no environment, so there is nothing "
+        raise UsageError(f"Dataset {dataset.spec.dataset_id} records no environment, so there is nothing "
                          "to roll out in. Pass one with --env ENV_ID (a Gymnasium id).")
     return env_spec
 
@@ -244,7 +248,8 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
                         episodes: int = 10, seed: int = 0, num_envs: int = 1,
                         action_horizon: int | None = None, num_candidates: int | None = None,
                         env_id: str | None = None, video: str | None = None,
-                        log_to_tensorboard: bool = False, progress: bool = True) -> dict:
+                        log_to_tensorboard: bool = False, progress: bool = True,
+                        missing_env_ok: bool = False) -> dict | None:
     """Evaluate a checkpoint online, print and save the figures; returns the summary."""
     import main as cli
     from meanflow_ql import MeanFlowPolicy, load_checkpoint
@@ -259,6 +264,9 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
                             num_candidates=num_candidates, seed=seed)
     dataset_id = dataset_id or model.hparams["dataset_id"]
     dataset = cli.load_dataset(dataset_id)
+    if missing_env_ok and not env_id and environment_spec_or_none(dataset) is None:
+        print(f"Dataset {dataset_id} records no environment: no online evaluation.")
+        return None
     env_spec = environment_spec(dataset, env_id)
     envs = make_vector_env(env_spec, min(num_envs, episodes))
     try:

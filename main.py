@@ -181,7 +181,9 @@ class Interruption:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def train(cfg: TrainConfig, resume: str | None = None, typed: dict | None = None) -> Path:
+def train(cfg: TrainConfig, resume: str | None = None,
+          typed: dict | None = None) -> Path | None:
+    """Fit; returns the best checkpoint (None in DDP's extra processes)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -252,7 +254,7 @@ def train(cfg: TrainConfig, resume: str | None = None, typed: dict | None = None
     # The final state, also after an interruption (written to a temporary file, then renamed).
     trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)
     if not trainer.is_global_zero:
-        return run_dir
+        return None
     if interruption.signal:
         print(f"\nInterrupted by {interruption.signal} after {int(model.num_updates)} updates. "
               f"Saved {checkpoints / 'last.ckpt'}; the best checkpoint is intact.\n"
@@ -264,7 +266,7 @@ def train(cfg: TrainConfig, resume: str | None = None, typed: dict | None = None
           f"{best}\nLast checkpoint: {checkpoints / 'last.ckpt'}\n"
           f"Test it: python main.py test --dataset {cfg.dataset} --checkpoint {best}\n"
           f"Logs: tensorboard --logdir {cfg.output_dir}", flush=True)
-    return run_dir
+    return best
 
 
 class Interrupted(Exception):
@@ -348,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--resume", metavar="PATH",
                               help="continue a run: its directory or one of its checkpoints")
     train_parser.add_argument("--checkpoint", dest="resume", help="same as --resume")
-    train_parser.add_argument("--skip-online-eval", action="store_true", help=argparse.SUPPRESS)
+    train_parser.add_argument("--skip-online-eval", action="store_true",
+                              help="skip the online evaluation of the best checkpoint after "
+                                   "training")
 
     test_parser = commands.add_parser("test", help="offline (and online) test of a checkpoint")
     test_parser.add_argument("--dataset", help="dataset id (default: the checkpoint's)")
@@ -381,12 +385,17 @@ def main(argv: list[str] | None = None) -> int:
             from meanflow_ql import NonFiniteLossError
             typed = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
             try:
-                train(config_from_args(args, parser), resume=args.resume, typed=typed)
+                best = train(config_from_args(args, parser), resume=args.resume, typed=typed)
             except NonFiniteLossError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
             except Interrupted as err:
                 return 130 if str(err) == "SIGINT" else 143
+            if best is not None and not args.skip_online_eval:
+                import eval_online
+                print("Online evaluation of the best checkpoint (--skip-online-eval skips it):")
+                eval_online.evaluate_checkpoint(best, log_to_tensorboard=True,
+                                                missing_env_ok=True)
         elif args.command == "test":
             test(args)
     except UsageError as err:

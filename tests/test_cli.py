@@ -50,6 +50,9 @@ def test_train_builds_the_default_dataset_and_writes_a_run(trained):
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "Best checkpoint" in out and str(run_dir / "checkpoints" / "best.ckpt") in out
+    # Without --skip-online-eval, training ends with the online evaluation of the best one.
+    assert "Online evaluation of" in out and "normalised score:" in out
+    assert (run_dir / "checkpoints" / "best.online.json").is_file()
 
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
