@@ -258,6 +258,9 @@ class MeanFlowQL(L.LightningModule):
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer("action_low", torch.tensor(action_low, dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
+        # Pure behaviour cloning (no Q term, no CQL, one candidate) never reads the critic:
+        # it is not trained then, which makes the baseline cheaper and changes nothing else.
+        self.trains_critic = c.actor_q_weight > 0 or c.cql_alpha > 0 or c.num_candidates > 1
         # Lightning's global_step counts both optimizers' steps; this counts updates.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
@@ -277,10 +280,14 @@ class MeanFlowQL(L.LightningModule):
         bounds = self._chunk_box(self.action_low, self.action_high) \
             + self._chunk_box(self.action_normalizer.low, self.action_normalizer.high)
 
-        critic_loss, info = compute_critic_loss(self.critic, self.target_critic, self.actor,
-                                                batch, self.cfg, *bounds)
-        self._step(critic_opt, critic_loss, "critic")
-        self._polyak_update()
+        info = {}
+        if self.trains_critic:
+            critic_loss, info = compute_critic_loss(self.critic, self.target_critic,
+                                                    self.actor, batch, self.cfg, *bounds)
+            self._step(critic_opt, critic_loss, "critic")
+            self._polyak_update()
+            self.log("loss/critic", critic_loss.detach(), on_step=True, on_epoch=False,
+                     prog_bar=True)
 
         actor_loss, actor_info = compute_actor_loss(self.actor, self.critic, batch, self.cfg)
         self._step(actor_opt, actor_loss, "actor")
@@ -288,8 +295,7 @@ class MeanFlowQL(L.LightningModule):
 
         self.num_updates += 1
         self.log_dict({k: v.float() for k, v in info.items()}, on_step=True, on_epoch=False)
-        self.log_dict({"loss/critic": critic_loss.detach(), "loss/actor": actor_loss.detach()},
-                      on_step=True, on_epoch=False, prog_bar=True)
+        self.log("loss/actor", actor_loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         self.log("updates", self.num_updates.float(), on_step=True, on_epoch=False)
         if int(self.num_updates) >= self.update_budget():
             self.trainer.should_stop = True
@@ -412,6 +418,10 @@ class MeanFlowPolicy:
                              f"checkpoint's pred_horizon ({cfg.pred_horizon}).")
         if self.num_candidates < 1:
             raise UsageError(f"num_candidates must be at least 1 (got {self.num_candidates}).")
+        if self.num_candidates > 1 and not model.trains_critic:
+            raise UsageError("This checkpoint was trained as pure behaviour cloning (actor Q "
+                             "weight 0, cql_alpha 0): its critic is untrained and cannot rank "
+                             "candidate chunks. Use --num-candidates 1.")
         self.obs_keys = model.hparams["obs_keys"]
         self.device = device
         self.seed = seed

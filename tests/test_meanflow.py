@@ -4,10 +4,11 @@ import copy
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 from torch.func import jvp
 
-from config import TrainConfig
+from config import TrainConfig, UsageError
 from dataset import MinariDataModule
 from meanflow_ql import (MeanFlowActor, MeanFlowPolicy, MeanFlowQL, compute_meanflow_loss,
                          load_checkpoint)
@@ -151,3 +152,17 @@ def test_hand_written_time_derivative_matches_torch_func_jvp():
     torch.testing.assert_close(u, u_ref)
     torch.testing.assert_close(dudt, dudt_ref, rtol=1e-4, atol=1e-5)
     assert u.requires_grad and not dudt.requires_grad
+
+
+def test_behaviour_cloning_leaves_the_critic_untouched(toy_dataset):
+    cfg = small_config(dataset=toy_dataset.spec.dataset_id, actor_q_weight=0.0, cql_alpha=0.0)
+    data = MinariDataModule(cfg, toy_dataset)
+    model = toy_model(data, cfg)
+    before = copy.deepcopy(model.state_dict())
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              limit_val_batches=0, accelerator="cpu").fit(model, datamodule=data)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "critic" in k)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("actor."))
+    with pytest.raises(UsageError, match="behaviour cloning"):
+        MeanFlowPolicy(model, num_candidates=4)
