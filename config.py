@@ -43,7 +43,7 @@ class TrainConfig:
     usually fastest."""
 
     # --- optimisation -----------------------------------------------------------------------
-    num_epochs: int = 30
+    num_epochs: int = 25
     """Passes over the training windows (`--epochs`)."""
     max_updates: int = 0
     """Stop after this many updates (one critic and one actor step); 0 = no limit."""
@@ -93,7 +93,7 @@ class TrainConfig:
     """How the two target Qs are combined in the TD target: `min` or `mean`."""
     cql_alpha: float = 0.1
     """Weight of the conservative (CQL) penalty; 0 turns it off."""
-    cql_num_samples: int = 2
+    cql_num_samples: int = 1
     """Uniform-random chunks and actor chunks per state in the CQL logsumexp."""
     num_candidates: int = 1
     """At act time, sample this many chunks and execute the one the critic values most."""

@@ -215,7 +215,8 @@ def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
     """MeanFlow loss (stay near the data) plus the normalised Q of the actor's one-step chunk."""
     obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
     loss, info = compute_meanflow_loss(actor, obs, actions, mask, cfg)
-    chunk = actor.sample(obs, torch.randn_like(flat(actions)), cfg.inference_steps)
+    with torch.set_grad_enabled(cfg.actor_q_weight > 0):
+        chunk = actor.sample(obs, torch.randn_like(flat(actions)), cfg.inference_steps)
     if cfg.actor_q_weight > 0:
         q = critic(obs, chunk).mean(0)
         # Dividing by mean |Q| (as FQL does) makes the weight independent of the reward scale.
