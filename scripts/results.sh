@@ -28,7 +28,8 @@ for quality in $DATASETS; do
     for method in meanflow_ql meanflow_bc; do
       flags="--eval-every 2 --eval-episodes 5"
       [ "$method" = meanflow_bc ] && flags="$flags --actor-q-weight 0 --cql-alpha 0"
-      echo "$quality $seed $method $flags $EXTRA" >> "$jobs_file"
+      # No trailing blank: xargs -L would join the next line to this one.
+      echo "$quality $seed $method $flags${EXTRA:+ $EXTRA}" >> "$jobs_file"
     done
   done
 done
@@ -38,7 +39,7 @@ run_one() {
   log="$OUT/logs/${quality}_${method}_seed${seed}.log"
   start=$(date +%s)
   OMP_NUM_THREADS=1 python main.py train --dataset "local/pusher/$quality-v0" --seed "$seed" \
-    --output-dir "$OUT/runs/$method" "$@" > "$log" 2>&1
+    --output-dir "$OUT/runs/$method" "$@" > "$log" 2>&1 || { echo "failed: $log" >&2; return 0; }
   echo "wall_seconds $(( $(date +%s) - start ))" >> "$log"
   run_dir=$(grep -m1 "^Run directory:" "$log" | sed 's/^Run directory: //; s/ (resumed.*//')
   for which in best last; do
