@@ -119,35 +119,35 @@ def expect_usage_error(args, env, cwd, *phrases):
 
 
 def test_bad_input_gets_one_clear_message(trained, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
     env, cwd = trained["env"], trained["cwd"]
-    main = str(ROOT / "main.py")
+    main, evaluate = str(ROOT / "main.py"), str(ROOT / "eval_online.py")
+    best = str(trained["run"] / "checkpoints" / "best.ckpt")
     before = sorted(p.name for p in (cwd / "runs").iterdir())
-
-    seconds = expect_usage_error([main, "train", "--dataset", "nobody/nothing/here-v0"], env,
-                                 cwd, "nobody/nothing/here-v0", "not on disk")
-    assert seconds < 30                                   # no minute-long download retries
-    expect_usage_error([main, "train", "--dataset", "local/pusher/nonsense-v0"], env, cwd,
-                       "local/pusher/expert-v0")          # lists what it can build
-    expect_usage_error([main, "test", "--checkpoint", str(tmp_path / "missing.ckpt")], env, cwd,
-                       "does not exist")
-    expect_usage_error([main, "train", "--batch-size", "many"], env, cwd, "invalid int value")
-    expect_usage_error([main, "train", "--obs-horizon", "0"], env, cwd, "obs_horizon")
-    expect_usage_error([main, "train", "--action-horizon", "6", "--pred-horizon", "5"], env, cwd,
-                       "action_horizon (6) cannot exceed pred_horizon (5)")
-    expect_usage_error([main, "train", "--gamma", "1.5"], env, cwd, "gamma")
-
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint at all")
-    expect_usage_error([main, "test", "--checkpoint", str(garbage)], env, cwd, "cannot be loaded")
-    expect_usage_error([str(ROOT / "eval_online.py"), "--checkpoint",
-                        str(trained["run"] / "checkpoints" / "best.ckpt"), "--episodes", "0"],
-                       env, cwd, "--episodes")
-    expect_usage_error([str(ROOT / "eval_online.py"), "--checkpoint",
-                        str(trained["run"] / "checkpoints" / "best.ckpt"),
-                        "--action-horizon", "9"], env, cwd, "pred_horizon")
-    expect_usage_error([str(ROOT / "eval_online.py"), "--checkpoint",
-                        str(trained["run"] / "checkpoints" / "best.ckpt"),
-                        "--env", "NoSuchEnv-v9"], env, cwd, "NoSuchEnv-v9")
+    cases = [
+        ([main, "train", "--dataset", "nobody/nothing/here-v0"],
+         ["nobody/nothing/here-v0", "not on disk"]),
+        ([main, "train", "--dataset", "local/pusher/nonsense-v0"],
+         ["local/pusher/expert-v0"]),                        # lists what it can build
+        ([main, "test", "--checkpoint", str(tmp_path / "missing.ckpt")], ["does not exist"]),
+        ([main, "train", "--batch-size", "many"], ["invalid int value"]),
+        ([main, "train", "--obs-horizon", "0"], ["obs_horizon"]),
+        ([main, "train", "--action-horizon", "6", "--pred-horizon", "5"],
+         ["action_horizon (6) cannot exceed pred_horizon (5)"]),
+        ([main, "train", "--gamma", "1.5"], ["gamma"]),
+        ([main, "test", "--checkpoint", str(garbage)], ["cannot be loaded"]),
+        ([evaluate, "--checkpoint", best, "--episodes", "0"], ["--episodes"]),
+        ([evaluate, "--checkpoint", best, "--action-horizon", "9"], ["pred_horizon"]),
+        ([evaluate, "--checkpoint", best, "--env", "NoSuchEnv-v9"], ["NoSuchEnv-v9"]),
+    ]
+    # Independent processes: three at a time keeps the suite short.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        seconds = list(pool.map(lambda case: expect_usage_error(case[0], env, cwd, *case[1]),
+                                cases))
+    assert seconds[0] < 30                                # no minute-long download retries
     # Failed runs leave no run directory behind and touch nothing already written.
     assert sorted(p.name for p in (cwd / "runs").iterdir()) == before
 

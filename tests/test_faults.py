@@ -21,7 +21,8 @@ from meanflow_ql import MeanFlowPolicy, MeanFlowQL, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = str(ROOT / "main.py")
-SMALL = ["--batch-size", "64", "--actor-hidden-dim", "64", "--critic-hidden-dim", "64"]
+SMALL = ["--batch-size", "64", "--actor-hidden-dim", "64", "--critic-hidden-dim", "64",
+         "--skip-online-eval"]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def windows_in(text: str) -> int:
 def test_a_signal_stops_training_and_resume_finishes_the_same_updates(pusher, tmp_path, signum,
                                                                       code):
     env, out_dir = pusher["env"], tmp_path / "runs"
-    epochs = 40
+    epochs = 25
     process = subprocess.Popen([sys.executable, MAIN, "train", "--epochs", str(epochs),
                                 "--patience", "0", "--output-dir", str(out_dir), *SMALL],
                                cwd=pusher["cwd"], env=env, stdout=subprocess.PIPE,
