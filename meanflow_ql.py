@@ -157,9 +157,12 @@ def compute_meanflow_loss(actor: MeanFlowActor, obs: torch.Tensor, actions: torc
     target = (v.float() - (t - r).float()[:, None] * dudt).detach()
     step_mask = mask.to(u.dtype).repeat_interleave(actions.shape[-1], dim=1)
     error = ((u.float() - target) ** 2 * step_mask).sum(1)            # (B,)
-    # Adaptive weight of the MeanFlow paper, sg(1 / (err + c)^p); p = 0 is plain MSE.
+    # Adaptive weight of the MeanFlow paper, sg(1 / (err + c)^p) on the error summed over the
+    # chunk; p = 0 is plain MSE. The loss is then per action element (divided by the chunk's
+    # size), as FQL's behaviour term is, so that the actor's Q weight means the same for any
+    # chunk length or action size.
     weight = (error.detach() + cfg.adaptive_weight_eps) ** -cfg.adaptive_weight_power
-    loss = (weight * error).mean()
+    loss = (weight * error).mean() / x.shape[1]
     return loss, {"actor/meanflow_loss": loss.detach(),
                   "actor/meanflow_error": error.detach().mean()}
 
