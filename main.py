@@ -279,7 +279,7 @@ def offline_test(checkpoint_path: Path, dataset_id: str | None) -> dict:
     """MSE between one-step chunks and the data's chunks on the held-out episodes."""
     import torch
 
-    from dataset import MinariDataModule, flatten_observations  # noqa: F401
+    from dataset import MinariDataModule
     from meanflow_ql import flat, load_checkpoint, masked_mse
 
     model = load_checkpoint(checkpoint_path)
@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="seed of the first online episode (default 0)")
     test_parser.add_argument("--num-envs", type=int, default=1,
                              help="environments stepped at once in the online evaluation")
-    test_parser.add_argument("--mixed-precision", help=argparse.SUPPRESS)
+    test_parser.add_argument("--mixed-precision",
+                             help="accepted for the seed's command lines; testing runs in float32")
     commands.add_parser("collect", help="build a local Minari dataset (see collect --help)",
                         add_help=False)
     return parser
