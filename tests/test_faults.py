@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import lightning as L
 import minari
 import numpy as np
 import pytest
@@ -179,7 +180,6 @@ def train_briefly(dataset, **overrides):
                        data.action_high.tolist(), data.obs_keys, cfg.dataset)
     model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
     model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
-    import lightning as L
     L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               accelerator="cpu", limit_val_batches=0).fit(model, datamodule=data)
     return data, model
@@ -256,3 +256,40 @@ def test_ddp_on_two_cpu_processes_writes_one_loadable_run(pusher, tmp_path):
     model = load_checkpoint(runs[0] / "checkpoints" / "last.ckpt")
     assert int(model.num_updates) == 6
     assert "All distributed processes registered. Starting with 2 processes" in out + err
+
+
+class RecordBatches(L.Callback):
+    """Saves the observations each process trained on, in a file named by its rank."""
+
+    def __init__(self, folder):
+        self.folder = str(folder)
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append(batch["obs"])
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save(torch.cat(self.seen), f"{self.folder}/rank{trainer.global_rank}.pt")
+
+
+def test_ddp_processes_see_different_batches(pusher, tmp_path):
+    """Lightning's distributed sampler splits our index-gather batches between processes."""
+    os.environ["MINARI_DATASETS_PATH"] = pusher["env"]["MINARI_DATASETS_PATH"]
+    dataset = minari.load_dataset("local/pusher/expert-v0")
+    cfg = TrainConfig(dataset="local/pusher/expert-v0", batch_size=64, num_epochs=1,
+                      actor_hidden_dim=32, critic_hidden_dim=32)
+    data = MinariDataModule(cfg, dataset)
+    model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim, data.action_low.tolist(),
+                       data.action_high.tolist(), data.obs_keys, cfg.dataset)
+    trainer = L.Trainer(max_epochs=1, strategy="ddp_spawn_find_unused_parameters_true",
+                        devices=2, accelerator="cpu",
+                        callbacks=[RecordBatches(tmp_path)], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    # Each process trains on its own half of the windows in an epoch, not on all of them.
+    half = len(data.train_set) // 2 // 64 * 64
+    assert len(first) == len(second) == half
+    rows = lambda obs: {tuple(row.tolist()) for row in obs.reshape(len(obs), -1)}
+    assert len(rows(first) & rows(second)) < 0.05 * half
