@@ -16,6 +16,8 @@ PARALLEL=${PARALLEL:-2}
 EXTRA=${EXTRA:-}
 OUT=${OUT:-results}
 mkdir -p "$OUT/logs"
+# The score plot needs matplotlib, which training does not.
+python -c "import matplotlib" 2>/dev/null || pip install -q matplotlib==3.11.2
 
 for quality in $DATASETS; do          # build each dataset once, before runs share it
   python main.py collect --dataset "local/pusher/$quality-v0" --no-progress 2>/dev/null \
