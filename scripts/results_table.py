@@ -54,7 +54,12 @@ def curve(run_dir: str) -> tuple[list, list]:
 
 
 def fmt(values: list) -> str:
-    return f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "—"
+    """Mean and standard deviation over seeds (the value alone for a single seed)."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
 
 
 def main(out: str) -> int:
