@@ -267,10 +267,6 @@ class MinariDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-    def updates_per_epoch(self) -> int:
-        return max(1, len(self.train_set) // self.cfg.batch_size) if len(self.train_set) >= \
-            self.cfg.batch_size else 1
-
     def describe(self) -> str:
         return (f"{len(self.train_ids)} training / {len(self.val_ids)} validation episodes, "
                 f"{len(self.train_set)} training windows, obs_dim {self.obs_dim}, "

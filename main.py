@@ -173,6 +173,13 @@ class Interruption:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_sigint)
 
+    def uninstall(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def _on_sigint(self, signum, frame) -> None:
         import signal
 
@@ -251,6 +258,8 @@ def train(cfg: TrainConfig, resume: str | None = None,
         trainer.fit(model, datamodule=data, ckpt_path=checkpoint_path, weights_only=True)
     except SIGTERMException:
         interruption.signal = "SIGTERM"
+    finally:
+        interruption.uninstall()
     # The final state, also after an interruption (written to a temporary file, then renamed).
     trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)
     if not trainer.is_global_zero:
