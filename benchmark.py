@@ -102,11 +102,7 @@ def build(cfg: TrainConfig, dataset):
     from meanflow_ql import MeanFlowQL
 
     data = MinariDataModule(cfg, dataset)
-    model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim, data.action_low.tolist(),
-                       data.action_high.tolist(), data.obs_keys, cfg.dataset)
-    model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
-    model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
-    return data, model
+    return data, MeanFlowQL.from_data(cfg, data)
 
 
 def bench_training(dataset, batch_sizes, repeats, limit) -> dict:

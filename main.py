@@ -207,11 +207,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
         cfg = resumed_config(checkpoint_path, typed or {})
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = MinariDataModule(cfg, load_dataset(cfg.dataset))
-    model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim,
-                       data.action_low.tolist(), data.action_high.tolist(), data.obs_keys,
-                       cfg.dataset)
-    model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
-    model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
+    model = MeanFlowQL.from_data(cfg, data)
 
     if not resume:
         # DDP's extra processes re-run this script: they must join the first one's run directory.

@@ -268,6 +268,15 @@ class MeanFlowQL(L.LightningModule):
         # Lightning's global_step counts both optimizers' steps; this counts updates.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
+    @classmethod
+    def from_data(cls, cfg: TrainConfig, data) -> "MeanFlowQL":
+        """A fresh module for a MinariDataModule: its shapes, bounds and fitted normalisers."""
+        model = cls(cfg.to_dict(), data.obs_dim, data.action_dim, data.action_low.tolist(),
+                    data.action_high.tolist(), data.obs_keys, cfg.dataset)
+        model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
+        model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
+        return model
+
     # -- normalised bounds of a flat chunk (B, pred_horizon * action_dim)
     def _chunk_box(self, low: torch.Tensor, high: torch.Tensor):
         n = self.action_normalizer

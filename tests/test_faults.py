@@ -176,10 +176,7 @@ def train_briefly(dataset, **overrides):
     values.update(overrides)
     cfg = TrainConfig(**values)
     data = MinariDataModule(cfg, dataset)
-    model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim, data.action_low.tolist(),
-                       data.action_high.tolist(), data.obs_keys, cfg.dataset)
-    model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
-    model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
+    model = MeanFlowQL.from_data(cfg, data)
     L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               accelerator="cpu", limit_val_batches=0).fit(model, datamodule=data)
     return data, model
@@ -279,8 +276,7 @@ def test_ddp_processes_see_different_batches(pusher, tmp_path):
     cfg = TrainConfig(dataset="local/pusher/expert-v0", batch_size=64, num_epochs=1,
                       actor_hidden_dim=32, critic_hidden_dim=32)
     data = MinariDataModule(cfg, dataset)
-    model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim, data.action_low.tolist(),
-                       data.action_high.tolist(), data.obs_keys, cfg.dataset)
+    model = MeanFlowQL.from_data(cfg, data)
     trainer = L.Trainer(max_epochs=1, strategy="ddp_spawn_find_unused_parameters_true",
                         devices=2, accelerator="cpu",
                         callbacks=[RecordBatches(tmp_path)], logger=False,

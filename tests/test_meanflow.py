@@ -22,14 +22,6 @@ def small_config(**overrides):
     return TrainConfig(**values)
 
 
-def toy_model(data, cfg):
-    model = MeanFlowQL(cfg.to_dict(), data.obs_dim, data.action_dim, data.action_low.tolist(),
-                       data.action_high.tolist(), data.obs_keys, cfg.dataset)
-    model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
-    model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
-    return model
-
-
 def test_jvp_matches_a_finite_difference_along_the_flow():
     torch.manual_seed(0)
     actor = MeanFlowActor(obs_dim=3, chunk_dim=4, hidden_dim=16, num_layers=2).double()
@@ -72,7 +64,7 @@ def test_one_step_sampling_is_noise_minus_average_velocity():
 def test_each_optimizer_moves_only_its_own_parameters(toy_dataset):
     cfg = small_config(dataset=toy_dataset.spec.dataset_id)
     data = MinariDataModule(cfg, toy_dataset)
-    model = toy_model(data, cfg)
+    model = MeanFlowQL.from_data(cfg, data)
     actor_opt, critic_opt = model.configure_optimizers()
     owned = {id(p) for group in actor_opt.param_groups for p in group["params"]}
     critic_owned = {id(p) for group in critic_opt.param_groups for p in group["params"]}
@@ -97,7 +89,7 @@ def test_each_optimizer_moves_only_its_own_parameters(toy_dataset):
 def test_target_critic_moves_only_by_polyak_averaging(toy_dataset):
     cfg = small_config(dataset=toy_dataset.spec.dataset_id, tau=0.25)
     data = MinariDataModule(cfg, toy_dataset)
-    model = toy_model(data, cfg)
+    model = MeanFlowQL.from_data(cfg, data)
     with torch.no_grad():                        # make critic and target differ
         for p in model.critic.parameters():
             p.add_(torch.randn_like(p))
@@ -111,7 +103,7 @@ def test_target_critic_moves_only_by_polyak_averaging(toy_dataset):
 def test_a_trainer_run_writes_a_checkpoint_that_reloads_and_acts(toy_dataset, tmp_path):
     cfg = small_config(dataset=toy_dataset.spec.dataset_id, action_horizon=2, pred_horizon=3)
     data = MinariDataModule(cfg, toy_dataset)
-    model = toy_model(data, cfg)
+    model = MeanFlowQL.from_data(cfg, data)
     trainer = L.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False,
                         enable_progress_bar=False, accelerator="cpu")
     trainer.fit(model, datamodule=data)
@@ -157,7 +149,7 @@ def test_hand_written_time_derivative_matches_torch_func_jvp():
 def test_behaviour_cloning_leaves_the_critic_untouched(toy_dataset):
     cfg = small_config(dataset=toy_dataset.spec.dataset_id, actor_q_weight=0.0, cql_alpha=0.0)
     data = MinariDataModule(cfg, toy_dataset)
-    model = toy_model(data, cfg)
+    model = MeanFlowQL.from_data(cfg, data)
     before = copy.deepcopy(model.state_dict())
     L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               limit_val_batches=0, accelerator="cpu").fit(model, datamodule=data)
