@@ -76,9 +76,7 @@ class BareUpdate:
         from meanflow_ql import compute_actor_loss, compute_critic_loss
         self.model, self.cfg = model, cfg
         self.actor_opt, self.critic_opt = model.configure_optimizers()
-        m = model
-        self.bounds = m._chunk_box(m.action_low, m.action_high) \
-            + m._chunk_box(m.action_normalizer.low, m.action_normalizer.high)
+        self.bounds = model.chunk_bounds()
         self.critic_loss, self.actor_loss = compute_critic_loss, compute_actor_loss
 
     def __call__(self, batch: dict) -> None:

@@ -277,11 +277,12 @@ class MeanFlowQL(L.LightningModule):
         model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
         return model
 
-    # -- normalised bounds of a flat chunk (B, pred_horizon * action_dim)
-    def _chunk_box(self, low: torch.Tensor, high: torch.Tensor):
-        n = self.action_normalizer
-        low, high = n.normalize(low), n.normalize(high)
-        return low.repeat(self.cfg.pred_horizon), high.repeat(self.cfg.pred_horizon)
+    def chunk_bounds(self) -> tuple[torch.Tensor, ...]:
+        """(action-space low, high, data low, high), each normalised and tiled to a flat chunk
+        (pred_horizon * action_dim): the clipping box and the box CQL samples from."""
+        n, repeats = self.action_normalizer, self.cfg.pred_horizon
+        return tuple(n.normalize(bound).repeat(repeats) for bound in
+                     (self.action_low, self.action_high, n.low, n.high))
 
     def configure_optimizers(self):
         lr = self.cfg.learning_rate
@@ -290,8 +291,7 @@ class MeanFlowQL(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int):
         actor_opt, critic_opt = self.optimizers()
-        bounds = self._chunk_box(self.action_low, self.action_high) \
-            + self._chunk_box(self.action_normalizer.low, self.action_normalizer.high)
+        bounds = self.chunk_bounds()
 
         info = {}
         if self.trains_critic:
