@@ -130,20 +130,23 @@ def run_episodes(policy, envs, num_episodes: int, seed: int, progress: bool = Tr
         policy.reset()
         for j in range(k):
             policy.reset(j, seed=seeds[j])
-        active = np.arange(k) < len(episodes)
-        round_returns, round_lengths = np.zeros(k), np.zeros(k, dtype=np.int64)
-        while active.any():
+        round_returns = np.zeros(k)
+        running = set(range(len(episodes)))      # environments whose episode has not ended
+        steps = 0
+        while running:
             obs, reward, terminated, truncated, info = envs.step(policy.act(obs, batched=True))
-            round_returns += reward * active
-            round_lengths += active
-            done = (terminated | truncated) & active
-            if done.any():
-                for j in np.flatnonzero(done):
-                    successes[start + j] = success_flag(info, j)
-                bar.update(int(done.sum()))
-                active &= ~done
-        returns[start:start + len(episodes)] = round_returns[:len(episodes)]
-        lengths[start:start + len(episodes)] = round_lengths[:len(episodes)]
+            round_returns += reward
+            steps += 1
+            # Environments that finished keep stepping (autoreset) until the round ends; their
+            # figures were taken when they finished, so what follows is never counted.
+            ended = terminated | truncated
+            if ended.any():
+                for j in map(int, np.flatnonzero(ended)):
+                    if j in running:
+                        running.discard(j)
+                        returns[start + j], lengths[start + j] = round_returns[j], steps
+                        successes[start + j] = success_flag(info, j)
+                        bar.update(1)
     bar.close()
     return {"returns": returns, "lengths": lengths, "successes": successes}
 

@@ -158,3 +158,30 @@ def test_behaviour_cloning_leaves_the_critic_untouched(toy_dataset):
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("actor."))
     with pytest.raises(UsageError, match="behaviour cloning"):
         MeanFlowPolicy(model, num_candidates=4)
+
+
+def test_batched_policy_acts_per_environment_as_a_single_one(toy_dataset):
+    """Two environments side by side, the second reset mid-chunk: each row of the batched
+    policy's actions equals what a one-environment policy with the same seed does."""
+    cfg = small_config(dataset=toy_dataset.spec.dataset_id, obs_horizon=2, pred_horizon=3,
+                       action_horizon=2)
+    model = MeanFlowQL.from_data(cfg, MinariDataModule(cfg, toy_dataset))
+    stream = lambda offset, t: np.array([t + offset, 3.0 * t - offset])
+
+    batched = MeanFlowPolicy(model, seed=0)
+    batched.reset(0, seed=10)
+    batched.reset(1, seed=20)
+    first, second, after_reset = (MeanFlowPolicy(model, seed=0) for _ in range(3))
+    first.reset(0, seed=10)
+    second.reset(0, seed=20)
+    after_reset.reset(0, seed=30)
+    for t in range(7):
+        if t == 3:                                     # episode 2 starts in environment 1
+            batched.reset(1, seed=30)
+        env1 = stream(1.0, t) if t < 3 else stream(50.0, t)
+        rows = batched.act(np.stack([stream(0.0, t), env1]), batched=True)
+        np.testing.assert_allclose(rows[0], first.act(stream(0.0, t)), atol=1e-5)
+        single = second if t < 3 else after_reset
+        np.testing.assert_allclose(rows[1], single.act(env1), atol=1e-5)
+    # The reset replanned environment 1 off the shared schedule: step 3 is mid-chunk for env 0.
+    assert batched.cursor.tolist() == [1, 2]
