@@ -120,12 +120,12 @@ def bench_training(dataset, batch_sizes, repeats, limit) -> dict:
 
 def bench_jvp(dataset, batch_size, repeats) -> dict:
     """MeanFlow loss step versus a flow-matching loss step on the same actor network."""
-    from meanflow_ql import compute_meanflow_loss, flat
+    from meanflow_ql import adam, compute_meanflow_loss, flat
 
     cfg = TrainConfig(batch_size=batch_size)
     data, model = build(cfg, dataset)
     actor = model.actor
-    optimizer = torch.optim.Adam(actor.parameters(), lr=cfg.learning_rate)
+    optimizer = adam(actor.parameters(), cfg.learning_rate)          # as the trainer's
     batch = next(iter(data.train_dataloader()))
     obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
 
@@ -275,19 +275,32 @@ def bench_jax(batch_size, obs_dim, chunk_dim, cfg: TrainConfig, repeats) -> dict
         target = jax.lax.stop_gradient(v - (t - r)[:, None] * dudt)
         return ((u - target) ** 2).sum(1).mean()
 
-    lr = cfg.learning_rate
-    fm_step = jax.jit(lambda p, *a: jax.tree_util.tree_map(
-        lambda w, g: w - lr * g, p, jax.grad(fm_loss)(p, *a)))
-    mf_step = jax.jit(lambda p, *a: jax.tree_util.tree_map(
-        lambda w, g: w - lr * g, p, jax.grad(mf_loss)(p, *a)))
+    def adam_step(loss):
+        """One Adam update (PyTorch's defaults), as the PyTorch side takes: same work."""
+        lr, beta1, beta2, eps = cfg.learning_rate, 0.9, 0.999, 1e-8
+        tree_map = jax.tree_util.tree_map
+
+        def step(params, first, second, count, *batch):
+            grads = jax.grad(loss)(params, *batch)
+            first = tree_map(lambda m, g: beta1 * m + (1 - beta1) * g, first, grads)
+            second = tree_map(lambda s, g: beta2 * s + (1 - beta2) * g * g, second, grads)
+            scale = lr * jnp.sqrt(1 - beta2 ** count) / (1 - beta1 ** count)
+            params = tree_map(lambda p, m, s: p - scale * m / (jnp.sqrt(s) + eps),
+                              params, first, second)
+            return params, first, second
+        return jax.jit(step)
+
+    fm_step, mf_step = adam_step(fm_loss), adam_step(mf_loss)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    state = (params, zeros, zeros, 1.0)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch_size, chunk_dim)), jnp.float32)
     obs = jnp.asarray(rng.standard_normal((batch_size, obs_dim)), jnp.float32)
     noise = jnp.asarray(rng.standard_normal((batch_size, chunk_dim)), jnp.float32)
     t = jnp.asarray(rng.uniform(size=batch_size), jnp.float32)
     r = t * 0.5
-    fm = timed(lambda: jax.block_until_ready(fm_step(params, x, obs, noise, t)), repeats * 3)
-    mf = timed(lambda: jax.block_until_ready(mf_step(params, x, obs, noise, r, t)), repeats * 3)
+    fm = timed(lambda: jax.block_until_ready(fm_step(*state, x, obs, noise, t)), repeats * 3)
+    mf = timed(lambda: jax.block_until_ready(mf_step(*state, x, obs, noise, r, t)), repeats * 3)
     return {"jax_flow_matching_step_ms": 1e3 * fm, "jax_meanflow_step_ms": 1e3 * mf,
             "jax_ratio": mf / fm}
 

