@@ -32,9 +32,9 @@ class TrainConfig:
     from MINARI_DATASETS_PATH or are downloaded by Minari."""
     obs_horizon: int = 1
     """Number of past observations the policy sees (the last one is the current step)."""
-    pred_horizon: int = 5
+    pred_horizon: int = 3
     """Length of the action chunk the policy predicts and the critic scores."""
-    action_horizon: int = 5
+    action_horizon: int = 3
     """Actions of each predicted chunk executed before replanning (<= pred_horizon)."""
     val_fraction: float = 0.1
     """Fraction of episodes held out for validation and `main.py test`."""
@@ -43,7 +43,7 @@ class TrainConfig:
     usually fastest."""
 
     # --- optimisation -----------------------------------------------------------------------
-    num_epochs: int = 25
+    num_epochs: int = 8
     """Passes over the training windows (`--epochs`)."""
     max_updates: int = 0
     """Stop after this many updates (one critic and one actor step); 0 = no limit."""
@@ -51,6 +51,9 @@ class TrainConfig:
     """Windows per update. 256 keeps a 2-core CPU busy; the seed's 4096 suits a GPU."""
     learning_rate: float = 3e-4
     """Adam learning rate of both actor and critic."""
+    learning_rate_schedule: str = "cosine"
+    """`cosine`: both learning rates fall along a half cosine to 0 over the update budget, which
+    steadies the final policy; `constant`: they stay fixed."""
     grad_clip: float = 10.0
     """Clip each network's gradient norm to this value; 0 turns clipping off."""
     seed: int = 0
@@ -147,6 +150,9 @@ class TrainConfig:
                      "num_workers", "adaptive_weight_power", "eval_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative (got {getattr(self, name)})")
+        if self.learning_rate_schedule not in ("cosine", "constant"):
+            problems.append("learning_rate_schedule must be cosine or constant "
+                            f"(got {self.learning_rate_schedule!r})")
         if self.target_aggregate not in ("min", "mean"):
             problems.append(f"target_aggregate must be min or mean (got {self.target_aggregate!r})")
         if self.mixed_precision not in PRECISIONS:

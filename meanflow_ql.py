@@ -300,6 +300,9 @@ class MeanFlowQL(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int):
         actor_opt, critic_opt = self.optimizers()
         bounds = self.chunk_bounds()
+        for optimizer in (actor_opt, critic_opt):
+            for group in optimizer.optimizer.param_groups:
+                group["lr"] = self.learning_rate_now()
 
         info = {}
         if self.trains_critic:
@@ -327,6 +330,7 @@ class MeanFlowQL(L.LightningModule):
                 self.log("loss/critic", critic_loss_value, on_step=True, on_epoch=False,
                          prog_bar=True)
             self.log("updates", float(updates), on_step=True, on_epoch=False)
+            self.log("learning_rate", self.learning_rate_now(), on_step=True, on_epoch=False)
         if updates >= self.update_budget():
             self.trainer.should_stop = True
 
@@ -334,6 +338,14 @@ class MeanFlowQL(L.LightningModule):
         """Updates of the whole run: num_epochs passes over the data, capped by max_updates."""
         budget = self.cfg.num_epochs * max(1, int(self.trainer.num_training_batches))
         return min(budget, self.cfg.max_updates) if self.cfg.max_updates else budget
+
+    def learning_rate_now(self) -> float:
+        """The scheduled learning rate for the next update (it follows num_updates, so a
+        resumed run continues the schedule where it stopped)."""
+        if self.cfg.learning_rate_schedule == "constant":
+            return self.cfg.learning_rate
+        progress = min(1.0, int(self.num_updates) / self.update_budget())
+        return self.cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
     def _step(self, optimizer, loss: torch.Tensor, name: str) -> None:
         if not torch.isfinite(loss):

@@ -28,7 +28,7 @@ jobs_file=$(mktemp)
 for quality in $DATASETS; do
   for seed in $SEEDS; do
     for method in meanflow_ql meanflow_bc; do
-      flags="--eval-every 2 --eval-episodes 5"
+      flags="--eval-every 1 --eval-episodes 5"
       [ "$method" = meanflow_bc ] && flags="$flags --actor-q-weight 0 --cql-alpha 0"
       # No trailing blank: xargs -L would join the next line to this one.
       echo "$quality $seed $method $flags${EXTRA:+ $EXTRA}" >> "$jobs_file"

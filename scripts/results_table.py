@@ -62,6 +62,27 @@ def fmt(values: list) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
 
 
+def targets(runs: dict, qualities: list) -> list[str]:
+    """The issue's targets, each with the measured figure and met / MISSED."""
+    out = []
+    verdict = lambda ok: "met" if ok else "**MISSED**"
+    for quality in qualities:
+        ql, bc = runs.get((quality, "meanflow_ql"), []), runs.get((quality, "meanflow_bc"), [])
+        for which, name in (("last", "final"), ("best", "best-checkpoint")):
+            ql_mean = np.mean([r[which] for r in ql if which in r]) if ql else float("nan")
+            line = f"- {quality}, {name}: MeanFlow-QL {ql_mean:.1f} (target >= 95: " \
+                   f"{verdict(ql_mean >= 95)})"
+            if quality != "expert" and bc:
+                gap = ql_mean - np.mean([r[which] for r in bc if which in r])
+                line += f", {gap:.1f} above BC (target >= 15: {verdict(gap >= 15)})"
+            out.append(line)
+    minutes = [r["wall_seconds"] / 60 for rows in runs.values() for r in rows]
+    if minutes:
+        out.append(f"- longest training run: {max(minutes):.1f} minutes (target <= 15: "
+                   f"{verdict(max(minutes) <= 15)})")
+    return out
+
+
 def main(out: str) -> int:
     out_dir = Path(out)
     runs = defaultdict(list)
@@ -72,7 +93,7 @@ def main(out: str) -> int:
             runs[(match["quality"], match["method"])].append({"seed": int(match["seed"]), **run})
     qualities = sorted({q for q, _ in runs}, key=["expert", "medium", "mixed"].index)
     lines = ["| dataset | method | seeds | final score | best-checkpoint score | "
-             "minutes per run | updates |", "|---|---|---|---|---|---|---|"]
+             "minutes per run (mean / max) | updates |", "|---|---|---|---|---|---|---|"]
     summary = {}
     for quality in qualities:
         for method, label in METHODS.items():
@@ -83,11 +104,13 @@ def main(out: str) -> int:
             best = [r["best"] for r in rows if "best" in r]
             minutes = [r["wall_seconds"] / 60 for r in rows]
             lines.append(f"| {quality} | {label} | {len(rows)} | {fmt(last)} | {fmt(best)} | "
-                         f"{np.mean(minutes):.1f} | {int(np.mean([r['updates'] for r in rows]))} |")
+                         f"{np.mean(minutes):.1f} / {max(minutes):.1f} | "
+                         f"{int(np.mean([r['updates'] for r in rows]))} |")
             summary[f"{quality}/{method}"] = rows
         average = dataset_average(quality)
         summary[f"{quality}/dataset_average"] = average
         lines.append(f"| {quality} | the dataset's own episodes | — | {average:.1f} | — | — | — |")
+    lines += ["", *targets(runs, qualities)]
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(lines))

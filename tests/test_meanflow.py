@@ -185,3 +185,31 @@ def test_batched_policy_acts_per_environment_as_a_single_one(toy_dataset):
         np.testing.assert_allclose(rows[1], single.act(env1), atol=1e-5)
     # The reset replanned environment 1 off the shared schedule: step 3 is mid-chunk for env 0.
     assert batched.cursor.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_learning_rate_follows_its_schedule_over_the_update_budget(toy_dataset, tmp_path,
+                                                                   schedule):
+    cfg = small_config(dataset=toy_dataset.spec.dataset_id, num_epochs=3,
+                       learning_rate_schedule=schedule)
+    data = MinariDataModule(cfg, toy_dataset)
+    model = MeanFlowQL.from_data(cfg, data)
+    seen = []                                   # (actor lr, critic lr) used by each update
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            seen.append(tuple(opt.param_groups[0]["lr"] for opt in trainer.optimizers))
+
+    trainer = L.Trainer(max_epochs=10, default_root_dir=tmp_path, logger=False,
+                        enable_progress_bar=False, accelerator="cpu", callbacks=[Record()],
+                        enable_checkpointing=False)
+    trainer.fit(model, datamodule=data)
+    assert len(seen) == int(model.num_updates) == 3 * trainer.num_training_batches > 3
+    actor_lrs = [actor for actor, critic in seen]
+    assert all(actor == critic for actor, critic in seen)
+    assert actor_lrs[0] == cfg.learning_rate
+    if schedule == "constant":
+        assert set(actor_lrs) == {cfg.learning_rate}
+    else:
+        assert all(a > b for a, b in zip(actor_lrs, actor_lrs[1:]))
+        assert actor_lrs[-1] < 0.1 * cfg.learning_rate
