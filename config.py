@@ -30,7 +30,7 @@ class TrainConfig:
     dataset: str = DEFAULT_DATASET
     """Minari dataset id. `local/...` ids are built on this machine when missing; others load
     from MINARI_DATASETS_PATH or are downloaded by Minari."""
-    obs_horizon: int = 1
+    obs_horizon: int = 2
     """Number of past observations the policy sees (the last one is the current step)."""
     pred_horizon: int = 3
     """Length of the action chunk the policy predicts and the critic scores."""
