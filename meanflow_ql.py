@@ -480,6 +480,7 @@ class MeanFlowPolicy:
         self.queue = None          # (N, action_horizon, action_dim) actions of the current chunks
         self.cursor = None         # (N,) index in its queue of each environment's next action
         self.steps_to_replan = 0   # steps until the first queue runs out (0: replan now)
+        self.in_step = True        # all queues at the same place: `cursor` is not kept per step
         self.fresh = set()         # environments whose episode just started
         self.generators = {}       # environment index -> numpy Generator of its noise
 
@@ -496,6 +497,9 @@ class MeanFlowPolicy:
         if seed is not None:
             self.generators[env_index] = np.random.default_rng(seed)
         if self.history is not None:
+            if self.in_step:                           # from here on, track each environment
+                self.cursor[:] = self.action_horizon - self.steps_to_replan
+                self.in_step = False
             self.cursor[env_index] = self.action_horizon
             self.steps_to_replan = 0
             self.fresh.add(env_index)
@@ -534,6 +538,8 @@ class MeanFlowPolicy:
             self.queue = actions
             self.cursor.fill(0)
         else:
+            # A fresh array, so that actions already handed out (views) never change.
+            self.queue = self.queue.copy()
             self.queue[envs] = actions
             self.cursor[envs] = 0
 
@@ -557,10 +563,18 @@ class MeanFlowPolicy:
                 self.history[started] = self.history[started, -1:]
                 self.fresh.clear()
         if self.steps_to_replan == 0:
-            self._replan((self.cursor == self.action_horizon).nonzero()[0])
-            self.steps_to_replan = self.action_horizon - int(self.cursor.max())
-        actions = self.queue[self.rows, self.cursor]
-        self.cursor += 1
+            if self.in_step:                           # every queue ran out at once
+                self._replan(self.rows)
+                self.steps_to_replan = self.action_horizon
+            else:
+                self._replan((self.cursor == self.action_horizon).nonzero()[0])
+                self.steps_to_replan = self.action_horizon - int(self.cursor.max())
+                self.in_step = not self.cursor.any()
+        if self.in_step:
+            actions = self.queue[:, self.action_horizon - self.steps_to_replan]
+        else:
+            actions = self.queue[self.rows, self.cursor]
+            self.cursor += 1
         self.steps_to_replan -= 1
         return actions if batched else actions[0]
 
@@ -571,4 +585,4 @@ class MeanFlowPolicy:
         self.queue = np.zeros((n, self.action_horizon, self.action_shape[1]), np.float32)
         self.cursor = np.full(n, self.action_horizon)
         self.rows = np.arange(n)
-        self.steps_to_replan, self.fresh = 0, set()
+        self.steps_to_replan, self.in_step, self.fresh = 0, True, set()
