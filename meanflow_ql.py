@@ -300,9 +300,10 @@ class MeanFlowQL(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int):
         actor_opt, critic_opt = self.optimizers()
         bounds = self.chunk_bounds()
+        learning_rate = self.learning_rate_now()
         for optimizer in (actor_opt, critic_opt):
             for group in optimizer.optimizer.param_groups:
-                group["lr"] = self.learning_rate_now()
+                group["lr"] = learning_rate
 
         info = {}
         if self.trains_critic:
@@ -330,7 +331,7 @@ class MeanFlowQL(L.LightningModule):
                 self.log("loss/critic", critic_loss_value, on_step=True, on_epoch=False,
                          prog_bar=True)
             self.log("updates", float(updates), on_step=True, on_epoch=False)
-            self.log("learning_rate", self.learning_rate_now(), on_step=True, on_epoch=False)
+            self.log("learning_rate", learning_rate, on_step=True, on_epoch=False)
         if updates >= self.update_budget():
             self.trainer.should_stop = True
 
