@@ -56,8 +56,9 @@ class MeanFlowActor(nn.Module):
         return self.net(torch.cat([z, obs, t[:, None], (t - r)[:, None]], dim=-1))
 
     def forward_with_time_derivative(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
-                                     obs: torch.Tensor, v: torch.Tensor):
-        """u(z, r, t) and its derivative along the flow, du/dt = v . d_z u + d_t u.
+                                     obs: torch.Tensor, v: torch.Tensor, rows: int | None = None):
+        """u(z, r, t) and its derivative along the flow, du/dt = v . d_z u + d_t u, the latter
+        for the first `rows` rows only (all rows when None).
 
         The derivative is a Jacobian-vector product with tangents (v, 0, 1) for (z, r, t). For
         this MLP it is propagated by hand next to the forward pass (a tangent matmul per layer,
@@ -66,9 +67,10 @@ class MeanFlowActor(nn.Module):
         back to `torch.func.jvp`. The derivative carries no gradient (it only enters the
         stop-gradient target); u does.
         """
+        rows = len(z) if rows is None else rows
         layers = list(self.net)
         if not all(isinstance(layer, (nn.Linear, nn.SiLU)) for layer in layers):
-            return self._generic_time_derivative(z, r, t, obs, v)
+            return self._generic_time_derivative(z, r, t, obs, v, rows)
         h = torch.cat([z, obs, t[:, None], (t - r)[:, None]], dim=-1)
         tangent = None
         for layer in layers:
@@ -78,24 +80,23 @@ class MeanFlowActor(nn.Module):
                     # Input tangent is (v, 0 for obs, 1 for t, 1 for t - r): only the chunk
                     # columns and the two time columns of the first weight matter.
                     weight = layer.weight.float()
-                    tangent = v.float() @ weight[:, :self.chunk_dim].T \
+                    tangent = v[:rows].float() @ weight[:, :self.chunk_dim].T \
                         + (weight[:, -2] + weight[:, -1])
                 elif isinstance(layer, nn.Linear):
                     tangent = tangent @ layer.weight.float().T
                 else:
-                    # SiLU'(x) = s + SiLU(x) (1 - s) with s = sigmoid(x): written with the
-                    # layer's output it takes four passes over the activations, not six.
-                    s = torch.sigmoid(pre.float())
-                    tangent *= torch.addcmul(s, h.float(), 1 - s)
+                    # The tangent through SiLU is SiLU'(pre) * tangent, exactly what SiLU's
+                    # backward kernel computes for a gradient: one fused pass over the
+                    # activations where the same formula in tensor ops takes four.
+                    tangent = torch.ops.aten.silu_backward(tangent, pre[:rows].float())
         return h, tangent
 
-    def _generic_time_derivative(self, z, r, t, obs, v):
+    def _generic_time_derivative(self, z, r, t, obs, v, rows):
         u = self(z, r, t, obs)
         with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
-            obs32 = obs.float()
-            _, dudt = jvp(lambda z_, r_, t_: self(z_, r_, t_, obs32),
-                          (z.float(), r.float(), t.float()),
-                          (v.float(), torch.zeros_like(r).float(), torch.ones_like(t).float()))
+            z, r, t, obs, v = (x[:rows].float() for x in (z, r, t, obs, v))
+            _, dudt = jvp(lambda z_, r_, t_: self(z_, r_, t_, obs), (z, r, t),
+                          (v, torch.zeros_like(r), torch.ones_like(t)))
         return u, dudt
 
     def sample(self, obs: torch.Tensor, noise: torch.Tensor, steps: int = 1) -> torch.Tensor:
@@ -137,13 +138,19 @@ def adam(parameters, lr: float) -> torch.optim.Adam:
 # --- losses: pure functions returning (loss, info) ---------------------------------------------
 
 def sample_times(batch_size: int, cfg: TrainConfig, device, generator=None):
-    """(r, t) with t >= r, both logit-normal; a fraction 1 - ratio_r_neq_t has r = t."""
+    """(r, t, distinct): t >= r, both logit-normal, and r = t in all rows but the first
+    `distinct`, a fraction ratio_r_neq_t of the batch (rounded at random, so exact on average).
+
+    Rows with r = t are plain flow matching: their target v - (t - r) du/dt needs no du/dt.
+    Putting the others first lets the loss compute du/dt for a leading slice of the batch
+    only; batches arrive shuffled, so which samples get r < t is still random.
+    """
     normal = torch.randn(2, batch_size, generator=generator)
     times = torch.sigmoid(cfg.time_mean + cfg.time_std * normal)
     r, t = times.min(0).values, times.max(0).values
-    equal = torch.rand(batch_size, generator=generator) >= cfg.ratio_r_neq_t
-    r = torch.where(equal, t, r)
-    return r.to(device), t.to(device)
+    distinct = int(cfg.ratio_r_neq_t * batch_size + torch.rand((), generator=generator))
+    r[distinct:] = t[distinct:]
+    return r.to(device), t.to(device), distinct
 
 
 def flat(x: torch.Tensor) -> torch.Tensor:
@@ -155,15 +162,18 @@ def compute_meanflow_loss(actor: MeanFlowActor, obs: torch.Tensor, actions: torc
     """MeanFlow loss on normalised chunks; obs (B, obs_dim), actions (B, H, A), mask (B, H)."""
     x = flat(actions)
     noise = torch.randn(x.shape, generator=generator).to(x)
-    r, t = sample_times(len(x), cfg, x.device, generator)
+    r, t, distinct = sample_times(len(x), cfg, x.device, generator)
     r, t = r.to(x.dtype), t.to(x.dtype)
     z = (1 - t[:, None]) * x + t[:, None] * noise
     v = noise - x
-    # MeanFlow identity: u_tgt = v - (t - r) du/dt, a stop-gradient target. du/dt is computed
-    # without autograd and in float32; the loss's gradient comes from u's ordinary forward, which
-    # also keeps DDP's gradient sync intact.
-    u, dudt = actor.forward_with_time_derivative(z, r, t, obs, v)
-    target = (v.float() - (t - r).float()[:, None] * dudt).detach()
+    # MeanFlow identity: u_tgt = v - (t - r) du/dt, a stop-gradient target; du/dt only for the
+    # leading rows where r < t (elsewhere the term is zero). du/dt is computed without autograd
+    # and in float32; the loss's gradient comes from u's ordinary forward, which also keeps
+    # DDP's gradient sync intact.
+    u, dudt = actor.forward_with_time_derivative(z, r, t, obs, v, rows=distinct)
+    v32 = v.float()
+    target = torch.cat([v32[:distinct] - (t - r)[:distinct, None].float() * dudt,
+                        v32[distinct:]]).detach()
     step_mask = mask.to(u.dtype).repeat_interleave(actions.shape[-1], dim=1)
     error = ((u.float() - target) ** 2 * step_mask).sum(1)            # (B,)
     # Adaptive weight of the MeanFlow paper, sg(1 / (err + c)^p) on the error summed over the

@@ -11,7 +11,7 @@ from torch.func import jvp
 from config import TrainConfig, UsageError
 from dataset import MinariDataModule
 from meanflow_ql import (MeanFlowActor, MeanFlowPolicy, MeanFlowQL, compute_meanflow_loss,
-                         load_checkpoint)
+                         load_checkpoint, sample_times)
 
 
 def small_config(**overrides):
@@ -140,10 +140,46 @@ def test_hand_written_time_derivative_matches_torch_func_jvp():
     t = torch.rand(32)
     r = t * torch.rand(32)
     u, dudt = actor.forward_with_time_derivative(z, r, t, obs, v)
-    u_ref, dudt_ref = actor._generic_time_derivative(z, r, t, obs, v)
+    u_ref, dudt_ref = actor._generic_time_derivative(z, r, t, obs, v, 32)
     torch.testing.assert_close(u, u_ref)
     torch.testing.assert_close(dudt, dudt_ref, rtol=1e-4, atol=1e-5)
     assert u.requires_grad and not dudt.requires_grad
+    # The derivative of a leading slice of rows only, on both paths: the same numbers.
+    for method in (actor.forward_with_time_derivative, actor._generic_time_derivative):
+        u_part, dudt_part = method(z, r, t, obs, v, 12)
+        assert dudt_part.shape == (12, 10)
+        torch.testing.assert_close(u_part, u)
+        torch.testing.assert_close(dudt_part, dudt[:12], rtol=1e-4, atol=1e-5)
+
+
+def test_meanflow_loss_equals_the_identity_target_on_every_row():
+    """The loss skips du/dt where r = t; it must equal the textbook loss, u against
+    sg(v - (t - r) du/dt) with du/dt from torch.func.jvp on every row, on the same draws."""
+    torch.manual_seed(0)
+    cfg = small_config(ratio_r_neq_t=0.5)
+    actor = MeanFlowActor(obs_dim=4, chunk_dim=6, hidden_dim=16, num_layers=2)
+    obs, actions = torch.randn(64, 4), torch.randn(64, 3, 2)
+    mask = torch.rand(64, 3) > 0.2
+    loss, _ = compute_meanflow_loss(actor, obs, actions, mask, cfg,
+                                    generator=torch.Generator().manual_seed(3))
+
+    replay = torch.Generator().manual_seed(3)                  # the same draws, in order
+    x = actions.reshape(64, 6)
+    noise = torch.randn(x.shape, generator=replay)
+    r, t, distinct = sample_times(64, cfg, "cpu", replay)
+    assert 32 <= distinct <= 33
+    assert (r[:distinct] < t[:distinct]).all() and (r[distinct:] == t[distinct:]).all()
+    z, v = (1 - t[:, None]) * x + t[:, None] * noise, noise - x
+    u, dudt = jvp(lambda z_, r_, t_: actor(z_, r_, t_, obs), (z, r, t),
+                  (v, torch.zeros_like(r), torch.ones_like(t)))
+    target = v - (t - r)[:, None] * dudt
+    step_mask = mask.float().repeat_interleave(2, dim=1)
+    expected = ((u - target) ** 2 * step_mask).sum(1).mean() / 6
+    torch.testing.assert_close(loss, expected)
+    # Over many batches the share of rows with r < t is ratio_r_neq_t, though 10 rows at 0.25
+    # cannot hold it exactly in any one batch.
+    counts = [sample_times(10, small_config(), "cpu")[2] for _ in range(2000)]
+    assert set(counts) == {2, 3} and abs(np.mean(counts) / 10 - 0.25) < 0.01
 
 
 def test_behaviour_cloning_leaves_the_critic_untouched(toy_dataset):
