@@ -2,7 +2,7 @@
 
     python benchmark.py [--dataset ID] [--out benchmark.json] [--quick]
 
-1. matmul limit     float32 GFLOP/s of a large matmul, measured in the same run
+1. matmul limit     float32 GFLOP/s of a large matmul, before and after (2), the higher kept
 2. training         updates/s and samples/s of the full update (critic + actor) at batch
                     256 / 1024 / 4096, achieved GFLOP/s as a fraction of (1)
 3. JVP cost         the actor's MeanFlow step / a flow-matching step on the same network
@@ -103,7 +103,7 @@ def build(cfg: TrainConfig, dataset):
     return data, MeanFlowQL.from_data(cfg, data)
 
 
-def bench_training(dataset, batch_sizes, repeats, limit) -> dict:
+def bench_training(dataset, batch_sizes, repeats) -> dict:
     rows = {}
     for batch_size in batch_sizes:
         cfg = TrainConfig(batch_size=batch_size)
@@ -113,8 +113,7 @@ def bench_training(dataset, batch_sizes, repeats, limit) -> dict:
         seconds = timed(lambda: update(batch), repeats)
         gflop = flops_of(lambda: update(batch)) / 1e9
         rows[batch_size] = {"updates_per_s": 1 / seconds, "samples_per_s": batch_size / seconds,
-                            "gflop_per_update": gflop, "gflops": gflop / seconds,
-                            "fraction_of_limit": gflop / seconds / limit}
+                            "gflop_per_update": gflop, "gflops": gflop / seconds}
     return rows
 
 
@@ -203,8 +202,9 @@ def bench_acting(dataset, repeats) -> dict:
             act_s.append(timed(lambda: [policy.act(obs) for _ in range(50)], 20) / 50)
             forward_s.append(timed(raw_forward, 200, warmup=20))
         results[f"act_ms_{name}"] = 1e3 * float(np.median(act_s))
-        results["forward_ms"] = 1e3 * float(np.median(forward_s))
+        results[f"forward_ms_{name}"] = 1e3 * float(np.median(forward_s))
         results[f"act_over_forward_{name}"] = float(np.median(act_s) / np.median(forward_s))
+    results["forward_ms"] = results["forward_ms_default"]
     results["act_over_forward"] = results["act_over_forward_default"]
     many = data.obs_normalizer.unnormalize(data.train_set.obs[:256])[:, None].repeat(
         1, cfg.obs_horizon, 1)
@@ -401,12 +401,19 @@ def main() -> int:
                            "processor": platform.processor() or platform.machine(),
                            "torch": torch.__version__, "device": "cpu"},
                "dataset": args.dataset}
-    limit = matmul_limit()
+    # The limit is measured before and after the training rows and the higher figure kept:
+    # a passing slowdown of the machine during one measurement would flatter the fractions.
+    before = matmul_limit()
+    training = bench_training(dataset, (256, 1024, 4096), repeats)
+    after = matmul_limit()
+    limit = max(before, after)
+    for row in training.values():
+        row["fraction_of_limit"] = row["gflops"] / limit
     results["matmul_gflops"] = limit
-    print(f"1. matmul limit: {limit:.1f} GFLOP/s (float32, 2048x2048)", flush=True)
-
-    training = bench_training(dataset, (256, 1024, 4096), repeats, limit)
+    results["matmul_gflops_before_after"] = [before, after]
     results["training"] = training
+    print(f"1. matmul limit: {limit:.1f} GFLOP/s (float32, 2048x2048; the higher of "
+          f"{before:.1f} before and {after:.1f} after the training rows)", flush=True)
     print("2. training (full update: critic + actor)")
     for batch_size, row in training.items():
         print(f"   batch {batch_size:5d}: {row['updates_per_s']:7.2f} updates/s "
