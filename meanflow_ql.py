@@ -148,7 +148,8 @@ def sample_times(batch_size: int, cfg: TrainConfig, device, generator=None):
     normal = torch.randn(2, batch_size, generator=generator)
     times = torch.sigmoid(cfg.time_mean + cfg.time_std * normal)
     r, t = times.min(0).values, times.max(0).values
-    distinct = int(cfg.ratio_r_neq_t * batch_size + torch.rand((), generator=generator))
+    # .item(): the sum in Python's float64; in float32 a draw just under 1 can round up a row.
+    distinct = int(cfg.ratio_r_neq_t * batch_size + torch.rand((), generator=generator).item())
     r[distinct:] = t[distinct:]
     return r.to(device), t.to(device), distinct
 
