@@ -180,7 +180,8 @@ def bench_data(dataset, batch_size, batches) -> float:
 def bench_acting(dataset, repeats) -> dict:
     """act() per environment step at batch 1 (default action_horizon, and replanning every
     step), against one raw forward of the actor; chunks/s at batch 256."""
-    from meanflow_ql import MeanFlowPolicy, flat
+    from meanflow_ql import flat
+    from policy import MeanFlowPolicy
 
     results = {}
     for name, overrides in (("default", {}), ("replan_every_step", {"action_horizon": 1})):
@@ -340,7 +341,7 @@ def jax_steps(batch_size, obs_dim, chunk_dim, cfg: TrainConfig) -> dict | None:
 def bench_eval_overhead(dataset, episodes: int) -> dict:
     """Share of an online evaluation's time spent outside env.step and the network's forward."""
     import eval_online
-    from meanflow_ql import MeanFlowPolicy
+    from policy import MeanFlowPolicy
 
     cfg = TrainConfig()
     _, model = build(cfg, dataset)
@@ -397,8 +398,9 @@ def main() -> int:
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
 
-    import main as cli
-    dataset = cli.load_dataset(args.dataset)
+    import collect
+    from dataset import load_dataset
+    dataset = load_dataset(args.dataset, build=collect.build_local_dataset)
     results = {"machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
                            "processor": platform.processor() or platform.machine(),
                            "torch": torch.__version__, "device": "cpu"},

@@ -16,6 +16,10 @@ TD target must not bootstrap.
 
 from __future__ import annotations
 
+import socket
+from typing import Callable
+from urllib.parse import urlparse
+
 import gymnasium as gym
 import lightning as L
 import numpy as np
@@ -23,11 +27,72 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from config import TrainConfig, UsageError
+from config import DEFAULT_DATASET, TrainConfig, UsageError
 
 # A dimension whose spread is below this is treated as constant: dividing by a std of ~3e-4 (as
 # some Pusher features have) would turn float noise into large inputs.
 MIN_STD = 1e-2
+
+
+# --- finding a dataset: local copy, local build, download ------------------------------------
+
+def load_dataset(dataset_id: str, build: Callable[[str], object] | None = None):
+    """A MinariDataset: the local copy, else built here by `build(dataset_id)` for `local/...`
+    ids (main.py passes `collect.build_local_dataset`), else Minari's download.
+
+    Raises UsageError when the copy on disk is unreadable, when a `local/...` dataset is missing
+    and no builder is given, or when the download fails (within seconds without a network).
+    """
+    import minari
+
+    folder = minari.storage.get_dataset_path(dataset_id)
+    if (folder / "data").exists():
+        try:
+            return minari.load_dataset(dataset_id)
+        except Exception as err:  # noqa: BLE001 - a present but unreadable dataset
+            raise UsageError(
+                f"Dataset {dataset_id} is on disk at {folder} but cannot be read "
+                f"({first_line(err)}): a data file is missing or corrupt. Move the folder away "
+                f"and build it again (`python main.py collect --dataset {dataset_id} "
+                f"--overwrite` for local ids) or download it again.") from None
+    if dataset_id.startswith("local/"):
+        if build is None:
+            raise UsageError(f"Dataset {dataset_id} is not on disk (under "
+                             f"{minari.storage.get_dataset_path()}). Build it with `python main.py "
+                             f"collect --dataset {dataset_id}`.")
+        print(f"Dataset {dataset_id} is not on disk yet; building it now "
+              f"(under {minari.storage.get_dataset_path()}).", flush=True)
+        return build(dataset_id)
+    stand_in = f" Its local stand-in is {DEFAULT_DATASET}." if "pusher" in dataset_id else ""
+    by_hand = (f"To use it offline, copy the dataset's folder from a machine that has it "
+               f"(~/.minari/datasets/{dataset_id}) to {folder}, or build a local dataset "
+               f"(`python main.py collect --list` shows which).{stand_in}")
+    if not hub_reachable():
+        raise UsageError(f"Dataset {dataset_id} is not on disk and Minari's dataset server "
+                         f"cannot be reached from this machine (no network). {by_hand}")
+    try:
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as err:  # noqa: BLE001
+        raise UsageError(f"Dataset {dataset_id} is not on disk and could not be downloaded "
+                         f"({first_line(err)}). Check the id with `minari list remote`. "
+                         f"{by_hand}") from None
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether Minari's download host answers within seconds (its client retries for ~25 s)."""
+    try:
+        from huggingface_hub import constants
+        host = urlparse(constants.ENDPOINT).hostname
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        return False
 
 
 # --- observations of any supported space, as flat float vectors ---------------------------------
@@ -58,6 +123,13 @@ def flatten_observations(observations, keys: list[str]) -> np.ndarray:
         value = np.asarray(value, dtype=np.float32)
         parts.append(value.reshape(len(value), -1))
     return np.concatenate(parts, axis=1)
+
+
+def add_batch_axis(observation):
+    """One observation (an array or a nested dict of arrays) as a batch of one."""
+    if isinstance(observation, dict):
+        return {key: add_batch_axis(value) for key, value in observation.items()}
+    return np.asarray(observation)[None]
 
 
 # --- normalisation --------------------------------------------------------------------------

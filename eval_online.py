@@ -22,6 +22,8 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")   # headless MuJoCo rendering
 
 from config import UsageError  # noqa: E402
+from dataset import add_batch_axis, load_dataset  # noqa: E402
+from policy import MeanFlowPolicy, load_checkpoint  # noqa: E402
 
 
 # --- environments ------------------------------------------------------------------------------
@@ -65,23 +67,17 @@ class OneEnv:
 
     def reset(self, seed):
         obs, info = self.env.reset(seed=seed[0])
-        return batch_of_one(obs), info
+        return add_batch_axis(obs), info
 
     def step(self, actions):
         obs, reward, terminated, truncated, info = self.env.step(actions[0])
         if terminated or truncated:
             info = {key: np.array([value]) for key, value in info.items()}
-        return (batch_of_one(obs), np.array([reward]), np.array([terminated]),
+        return (add_batch_axis(obs), np.array([reward]), np.array([terminated]),
                 np.array([truncated]), info)
 
     def close(self):
         self.env.close()
-
-
-def batch_of_one(obs):
-    if isinstance(obs, dict):
-        return {key: np.asarray(value)[None] for key, value in obs.items()}
-    return np.asarray(obs)[None]
 
 
 def make_vector_env(env_spec, num_envs: int):
@@ -217,8 +213,6 @@ def make_online_eval_callback(dataset, env_spec, every: int, episodes: int, seed
     eval/return and eval/normalized_score (what the best checkpoint is chosen by then)."""
     import lightning as L
 
-    from meanflow_ql import MeanFlowPolicy
-
     class OnlineEvaluation(L.Callback):
         def __init__(self):
             self.rounds = 0
@@ -254,9 +248,6 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
                         log_to_tensorboard: bool = False, progress: bool = True,
                         missing_env_ok: bool = False) -> dict | None:
     """Evaluate a checkpoint online, print and save the figures; returns the summary."""
-    import main as cli
-    from meanflow_ql import MeanFlowPolicy, load_checkpoint
-
     if episodes < 1:
         raise UsageError(f"--episodes must be at least 1 (got {episodes}).")
     if num_envs < 1:
@@ -266,7 +257,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
     policy = MeanFlowPolicy(model, action_horizon=action_horizon,
                             num_candidates=num_candidates, seed=seed)
     dataset_id = dataset_id or model.hparams["dataset_id"]
-    dataset = cli.load_dataset(dataset_id)
+    dataset = load_dataset(dataset_id)
     if missing_env_ok and not env_id and environment_spec_or_none(dataset) is None:
         print(f"Dataset {dataset_id} records no environment: no online evaluation.")
         return None

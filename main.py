@@ -12,67 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 from config import DEFAULT_DATASET, TrainConfig, UsageError, add_config_arguments, \
     config_from_args
-
-
-# --- datasets ---------------------------------------------------------------------------------
-
-def load_dataset(dataset_id: str):
-    """A MinariDataset: local copy, else built here (`local/...` ids), else Minari's download."""
-    import minari
-
-    folder = minari.storage.get_dataset_path(dataset_id)
-    if (folder / "data").exists():
-        try:
-            return minari.load_dataset(dataset_id)
-        except Exception as err:  # noqa: BLE001 - a present but unreadable dataset
-            raise UsageError(
-                f"Dataset {dataset_id} is on disk at {folder} but cannot be read "
-                f"({first_line(err)}): a data file is missing or corrupt. Move the folder away "
-                f"and build it again (`python main.py collect --dataset {dataset_id} "
-                f"--overwrite` for local ids) or download it again.") from None
-    if dataset_id.startswith("local/"):
-        import collect
-        print(f"Dataset {dataset_id} is not on disk yet; building it now "
-              f"(under {minari.storage.get_dataset_path()}).", flush=True)
-        return collect.build_local_dataset(dataset_id)
-    stand_in = f" Its local stand-in is {DEFAULT_DATASET}." if "pusher" in dataset_id else ""
-    by_hand = (f"To use it offline, copy the dataset's folder from a machine that has it "
-               f"(~/.minari/datasets/{dataset_id}) to {folder}, or build a local dataset "
-               f"(`python main.py collect --list` shows which).{stand_in}")
-    if not hub_reachable():
-        raise UsageError(f"Dataset {dataset_id} is not on disk and Minari's dataset server "
-                         f"cannot be reached from this machine (no network). {by_hand}")
-    try:
-        return minari.load_dataset(dataset_id, download=True)
-    except Exception as err:  # noqa: BLE001
-        raise UsageError(f"Dataset {dataset_id} is not on disk and could not be downloaded "
-                         f"({first_line(err)}). Check the id with `minari list remote`. "
-                         f"{by_hand}") from None
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether Minari's download host answers within seconds (its client retries for ~25 s)."""
-    try:
-        from huggingface_hub import constants
-        host = urlparse(constants.ENDPOINT).hostname
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except Exception:  # noqa: BLE001 - any failure means "not reachable"
-        return False
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -140,7 +86,7 @@ def resume_point(path: str) -> tuple[Path, Path]:
 
 def resumed_config(checkpoint: Path, typed: dict) -> TrainConfig:
     """The checkpoint's config; flags typed beside --resume may change only how it runs."""
-    from meanflow_ql import load_checkpoint
+    from policy import load_checkpoint
 
     saved = load_checkpoint(checkpoint).cfg
     changed = sorted(k for k, v in typed.items() if k not in RESUMABLE and v != getattr(saved, k))
@@ -197,7 +143,8 @@ def train(cfg: TrainConfig, resume: str | None = None,
     from lightning.pytorch.strategies import DDPStrategy
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from dataset import MinariDataModule
+    import collect
+    from dataset import MinariDataModule, load_dataset
     from meanflow_ql import MeanFlowQL
 
     quiet_lightning()
@@ -206,7 +153,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
         checkpoint_path, run_dir = resume_point(resume)
         cfg = resumed_config(checkpoint_path, typed or {})
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = MinariDataModule(cfg, load_dataset(cfg.dataset))
+    data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=collect.build_local_dataset))
     model = MeanFlowQL.from_data(cfg, data)
 
     if not resume:
@@ -284,8 +231,9 @@ def offline_test(checkpoint_path: Path, dataset_id: str | None) -> dict:
     """MSE between one-step chunks and the data's chunks on the held-out episodes."""
     import torch
 
-    from dataset import MinariDataModule
-    from meanflow_ql import flat, load_checkpoint, masked_mse
+    from dataset import MinariDataModule, load_dataset
+    from meanflow_ql import flat, masked_mse
+    from policy import load_checkpoint
 
     model = load_checkpoint(checkpoint_path)
     cfg = model.cfg

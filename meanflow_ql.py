@@ -1,4 +1,4 @@
-"""MeanFlow actor + double-Q CQL critic, the LightningModule that trains them, and the policy.
+"""MeanFlow actor + double-Q CQL critic, their losses, and the LightningModule that trains them.
 
 Time convention (MeanFlow paper): z_t = (1 - t) x + t eps, data x at t = 0, noise eps at t = 1,
 velocity v = eps - x. The actor predicts the average velocity u(z, r, t) over [r, t], so one step
@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from torch import nn
 from torch.func import jvp
 
 from config import TrainConfig, UsageError
-from dataset import Normalizer, flatten_observations
+from dataset import Normalizer
 
 
 class NonFiniteLossError(RuntimeError):
@@ -422,184 +419,3 @@ class MeanFlowQL(L.LightningModule):
             best = q.argmax(1) + torch.arange(len(q), device=q.device) * num_candidates
             chunk = chunk[best]
         return chunk
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> MeanFlowQL:
-    """A MeanFlowQL from a checkpoint file, loaded with weights_only=True (no code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"Checkpoint {path} does not exist. Pass the path of a .ckpt file "
-                         "written by `python main.py train` (runs/<run>/checkpoints/best.ckpt).")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - every failure here means an unusable file
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(
-            f"Checkpoint {path} cannot be loaded safely: {first_line}. It is truncated, corrupt, "
-            "or holds objects other than tensors and plain values (loading those could run "
-            "code, so it is refused). Use a checkpoint written by `python main.py train`.") \
-            from None
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    if not hparams or "state_dict" not in checkpoint or "cfg" not in hparams:
-        raise UsageError(f"{path} is not a meanflow-ql checkpoint (no config or weights inside). "
-                         "Use a checkpoint written by `python main.py train`.")
-    model = MeanFlowQL(**hparams)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        raise UsageError(f"Checkpoint {path} does not match its own configuration ({err}); "
-                         "the file is damaged or from an incompatible version.") from None
-    return model.eval()
-
-
-# --- the policy used for rollouts --------------------------------------------------------------
-
-class MeanFlowPolicy:
-    """Acts in one or several environments from a trained model.
-
-    Keeps each environment's observation history and the not-yet-executed part of its current
-    chunk: `act` samples a chunk when the queue is empty, executes `action_horizon` actions of it,
-    then replans. Each environment draws its noise from its own seeded generator, so an episode's
-    actions do not depend on how many environments run beside it. Bookkeeping is in numpy on
-    the CPU (tiny arrays), so a step costs little more than the network's forward pass.
-    """
-
-    def __init__(self, model: MeanFlowQL, action_horizon: int | None = None,
-                 num_candidates: int | None = None, seed: int = 0, device: str = "cpu"):
-        self.model = model.to(device).eval()
-        cfg = model.cfg
-        self.action_horizon = action_horizon or cfg.action_horizon
-        self.num_candidates = num_candidates or cfg.num_candidates
-        if not 1 <= self.action_horizon <= cfg.pred_horizon:
-            raise UsageError(f"action_horizon {self.action_horizon} must lie between 1 and the "
-                             f"checkpoint's pred_horizon ({cfg.pred_horizon}).")
-        if self.num_candidates < 1:
-            raise UsageError(f"num_candidates must be at least 1 (got {self.num_candidates}).")
-        if self.num_candidates > 1 and not model.trains_critic:
-            raise UsageError("This checkpoint was trained as pure behaviour cloning (actor Q "
-                             "weight 0, cql_alpha 0): its critic is untrained and cannot rank "
-                             "candidate chunks. Use --num-candidates 1.")
-        self.obs_keys = model.hparams["obs_keys"]
-        self.device = device
-        self.seed = seed
-        self.obs_horizon, self.obs_dim = cfg.obs_horizon, model.obs_dim
-        self.action_shape = (cfg.pred_horizon, model.action_dim)
-        self.chunk_dim = model.action_dim * cfg.pred_horizon
-        numpy = lambda t: t.detach().cpu().float().numpy()
-        self.obs_mean, self.obs_std = numpy(model.obs_normalizer.mean), numpy(
-            model.obs_normalizer.std)
-        self.action_mean, self.action_std = numpy(model.action_normalizer.mean), numpy(
-            model.action_normalizer.std)
-        self.action_low, self.action_high = numpy(model.action_low), numpy(model.action_high)
-        self.history = None        # (N, obs_horizon, obs_dim) raw observations
-        self.queue = None          # (N, action_horizon, action_dim) actions of the current chunks
-        self.cursor = None         # (N,) index in its queue of each environment's next action
-        self.steps_to_replan = 0   # steps until the first queue runs out (0: replan now)
-        self.in_step = True        # all queues at the same place: `cursor` is not kept per step
-        self.fresh = set()         # environments whose episode just started
-        self.generators = {}       # environment index -> numpy Generator of its noise
-
-    @classmethod
-    def from_checkpoint(cls, path, **kwargs) -> "MeanFlowPolicy":
-        return cls(load_checkpoint(path), **kwargs)
-
-    def reset(self, env_index: int | None = None, seed: int | None = None) -> None:
-        """Start new episodes: in all environments, or in one (optionally reseeding its noise)."""
-        if env_index is None:
-            self.history = self.queue = self.cursor = None
-            self.fresh, self.generators = set(), {}
-            return
-        if seed is not None:
-            self.generators[env_index] = np.random.default_rng(seed)
-        if self.history is not None:
-            if self.in_step:                           # from here on, track each environment
-                self.cursor[:] = self.action_horizon - self.steps_to_replan
-                self.in_step = False
-            self.cursor[env_index] = self.action_horizon
-            self.steps_to_replan = 0
-            self.fresh.add(env_index)
-
-    def _flatten(self, obs, batched: bool) -> np.ndarray:
-        if isinstance(obs, dict):
-            if not batched:
-                obs = {k: np.asarray(v)[None] for k, v in obs.items()}
-            return flatten_observations(obs, self.obs_keys)
-        return np.asarray(obs, dtype=np.float32).reshape(-1 if batched else 1, self.obs_dim)
-
-    def _noise(self, env_index: int) -> np.ndarray:
-        if env_index not in self.generators:
-            self.generators[env_index] = np.random.default_rng(self.seed + env_index)
-        # numpy's generator: a few microseconds less per chunk than torch.randn's dispatch.
-        return self.generators[env_index].standard_normal(
-            (self.num_candidates, self.chunk_dim), dtype=np.float32)
-
-    def _replan(self, envs: np.ndarray) -> None:
-        """Sample new chunks for these environments and refill their queues."""
-        every = len(envs) == len(self.cursor)            # the usual case: no copies by index
-        history = self.history if every else self.history[envs]
-        obs = torch.from_numpy(((history - self.obs_mean) / self.obs_std).reshape(len(envs), -1))
-        noise = torch.from_numpy(self._noise(int(envs[0])) if len(envs) == 1 else
-                                 np.concatenate([self._noise(int(i)) for i in envs]))
-        if self.device != "cpu":
-            obs, noise = obs.to(self.device), noise.to(self.device)
-        chunk = self.model.sample_chunk(obs, noise, self.num_candidates)
-        chunk = (chunk.numpy() if self.device == "cpu" else chunk.cpu().numpy()).reshape(
-            len(envs), *self.action_shape)
-        actions = chunk[:, :self.action_horizon] * self.action_std + self.action_mean
-        # np.minimum/np.maximum: np.clip's dispatch costs more than the arithmetic at this size.
-        np.minimum(np.maximum(actions, self.action_low, out=actions), self.action_high,
-                   out=actions)
-        if every:
-            self.queue = actions
-            self.cursor.fill(0)
-        else:
-            # A fresh array, so that actions already handed out (views) never change.
-            self.queue = self.queue.copy()
-            self.queue[envs] = actions
-            self.cursor[envs] = 0
-
-    def act(self, obs, batched: bool = False) -> np.ndarray:
-        """The next action for each environment: (action_dim,) or (N, action_dim) if batched."""
-        # Runs once per environment step, so it keeps to a handful of numpy operations: the
-        # per-environment queue cursors are checked only when the first queue runs out.
-        if self.history is None:
-            self._start(self._flatten(obs, batched))
-        else:
-            if self.obs_horizon > 1:
-                self.history[:, :-1] = self.history[:, 1:]
-            # A batch array of the right shape goes straight into the history (numpy casts
-            # it); dicts and single observations are flattened first.
-            direct = batched and isinstance(obs, np.ndarray) \
-                and obs.shape == self.history.shape[::2]
-            self.history[:, -1] = obs if direct else self._flatten(obs, batched)
-            if self.fresh:
-                # A reset environment starts its history by repeating its first observation.
-                started = sorted(self.fresh)
-                self.history[started] = self.history[started, -1:]
-                self.fresh.clear()
-        if self.steps_to_replan == 0:
-            if self.in_step:                           # every queue ran out at once
-                self._replan(self.rows)
-                self.steps_to_replan = self.action_horizon
-            else:
-                self._replan((self.cursor == self.action_horizon).nonzero()[0])
-                self.steps_to_replan = self.action_horizon - int(self.cursor.max())
-                self.in_step = not self.cursor.any()
-        if self.in_step:
-            actions = self.queue[:, self.action_horizon - self.steps_to_replan]
-        else:
-            actions = self.queue[self.rows, self.cursor]
-            self.cursor += 1
-        self.steps_to_replan -= 1
-        return actions if batched else actions[0]
-
-    def _start(self, first: np.ndarray) -> None:
-        """State for len(first) environments, each history filled with its first observation."""
-        n = len(first)
-        self.history = np.repeat(first[:, None], self.obs_horizon, axis=1)
-        self.queue = np.zeros((n, self.action_horizon, self.action_shape[1]), np.float32)
-        self.cursor = np.full(n, self.action_horizon)
-        self.rows = np.arange(n)
-        self.steps_to_replan, self.in_step, self.fresh = 0, True, set()

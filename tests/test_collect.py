@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import collect
+from builders.pusher import PusherExpert
 from config import UsageError
 
 PENDULUM = "local/invertedpendulum/medium-v0"
@@ -177,7 +178,7 @@ def test_controller_only_reads_the_simulation():
     env.step(env.action_space.sample())
     data = env.unwrapped.data
     before = {name: getattr(data, name).copy() for name in ("qpos", "qvel", "xpos", "xmat", "qacc", "ctrl")}
-    controller = collect.PusherExpert(env)
+    controller = PusherExpert(env)
     action = controller(obs)
     assert action.shape == (7,) and np.all(np.abs(action) <= 2.0) and np.any(action != 0)
     for name, value in before.items():

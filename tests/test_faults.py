@@ -18,7 +18,8 @@ from minari.data_collector import EpisodeBuffer
 
 from config import TrainConfig, UsageError
 from dataset import MinariDataModule
-from meanflow_ql import MeanFlowPolicy, MeanFlowQL, load_checkpoint
+from meanflow_ql import MeanFlowQL
+from policy import MeanFlowPolicy, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = str(ROOT / "main.py")

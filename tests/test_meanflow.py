@@ -10,8 +10,8 @@ from torch.func import jvp
 
 from config import TrainConfig, UsageError
 from dataset import MinariDataModule
-from meanflow_ql import (MeanFlowActor, MeanFlowPolicy, MeanFlowQL, compute_meanflow_loss,
-                         load_checkpoint, sample_times)
+from meanflow_ql import MeanFlowActor, MeanFlowQL, compute_meanflow_loss, sample_times
+from policy import MeanFlowPolicy, load_checkpoint
 
 
 def small_config(**overrides):
