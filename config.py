@@ -2,6 +2,8 @@
 
 The attribute docstring under each field is its `--help` text. Values are checked in
 `__post_init__`, so a bad value is rejected at parse time with the field's name in the message.
+Settings can also come from a YAML or JSON file (`--config FILE`, for instance a run's own
+`config.json`); flags typed beside it override it.
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import difflib
 import inspect
+import json
+import re
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class UsageError(Exception):
@@ -212,14 +218,144 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
                                metavar=kind.__name__.upper(), help=help_text)
 
 
+def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--config FILE`, read by `config_from_args` beneath the flags typed beside it."""
+    parser.add_argument(
+        "--config", metavar="FILE", default=None,
+        help="YAML (.yaml, .yml) or JSON (.json) file of training settings, keys as in a run's "
+             "config.json (snake_case or kebab-case); a run's own config.json repeats that run. "
+             "Flags typed beside it override it.")
+
+
 def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
                      base: TrainConfig | None = None) -> TrainConfig:
-    """TrainConfig from parsed flags on top of `base` (defaults when None); bad values exit 2."""
+    """TrainConfig from, in rising precedence: `base` (defaults when None), the `--config` file
+    (when the parser has that flag and it was given), the flags typed on the command line.
+
+    A bad typed flag exits 2 through `parser.error`; a bad file, or a file value that fails
+    validation, raises UsageError naming the key and the file.
+    """
     typed = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if hasattr(args, f.name)}
     values = (base or TrainConfig()).to_dict()
+    path = getattr(args, "config", None)
+    from_file = load_config_file(path) if path else {}
+    values.update(from_file)
     values.update(typed)
     try:
         return TrainConfig(**values)
     except ValueError as err:
-        parser.error(str(err))
+        # Blame the file only for the keys it set that no typed flag overrode.
+        blamed = [k for k in from_file
+                  if k not in typed and re.search(rf"\b{k}\b", str(err))]
+        if not blamed:
+            parser.error(str(err))
+        flags = ", ".join("--" + k.replace("_", "-") for k in blamed)
+        raise UsageError(f"Invalid setting in config file {config_file_path(path)}: {err}. "
+                         f"Fix {', '.join(blamed)} in the file, or override it with {flags}.")
+
+
+# --- config files ---------------------------------------------------------------------------
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def config_file_path(path: str | Path) -> Path:
+    """The path as given, with `~` expanded (a shell leaves `--config=~/x.yaml` unexpanded)."""
+    return Path(path).expanduser()
+
+
+def load_config_file(path: str | Path) -> dict:
+    """TrainConfig settings from a YAML or JSON file, by field name, converted to each field's type.
+
+    Keys may be snake_case (as `TrainConfig.to_dict()` writes them into a run's config.json) or
+    kebab-case (as the flags are spelled). A missing or unreadable file, an unknown key, or a value
+    that cannot be converted to its field's type raises UsageError naming the file (and the key).
+    Whether the values fit together (`__post_init__`) is checked once they are merged with the
+    flags, in `config_from_args`.
+    """
+    file = config_file_path(path)
+    if file.suffix.lower() not in CONFIG_SUFFIXES:
+        raise UsageError(f"Config file {file} must end in .yaml, .yml or .json, which says how to "
+                         f"read it. Rename it, or pass a run's config.json.")
+    if not file.is_file():
+        raise UsageError(f"Config file {file} does not exist. Pass the path of a .yaml, .yml or "
+                         f".json file of training settings, such as runs/<run>/config.json.")
+    try:
+        raw = read_settings(file)
+    except (OSError, ValueError) as err:   # json's and yaml's parse errors are ValueErrors here
+        raise UsageError(f"Config file {file} cannot be read: {' '.join(str(err).split())} "
+                         f"Fix the file.") from None
+    if raw is None:                                   # an empty YAML file: no settings
+        return {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"Config file {file} must hold a mapping of setting names to values "
+                         f"(like a run's config.json), not a {type(raw).__name__}.")
+    hints = typing.get_type_hints(TrainConfig)
+    values: dict = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in hints:
+            close = difflib.get_close_matches(name, list(hints), n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise UsageError(f"Config file {file} has an unknown key {key!r}.{hint} Its keys are "
+                             f"the names of the training settings (python main.py train --help).")
+        if name in values:
+            raise UsageError(f"Config file {file} sets {name} twice (as snake_case and as "
+                             f"kebab-case). Keep one.")
+        try:
+            values[name] = coerce(value, hints[name])
+        except (TypeError, ValueError):
+            raise UsageError(f"Config file {file}: {key} must be {TYPE_WORDS[hints[name]]}, "
+                             f"got {value!r}. Fix the value or remove the key.") from None
+    return values
+
+
+def read_settings(file: Path):
+    """The parsed content of a .json or .yaml/.yml file; parse errors come out as ValueError."""
+    text = file.read_text(encoding="utf-8")
+    if file.suffix.lower() == ".json":
+        return json.loads(text)
+    import yaml
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"not valid YAML ({err}).") from None
+
+
+TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def coerce(value, kind: type):
+    """`value` as `kind`, or TypeError / ValueError when it cannot honestly be one.
+
+    YAML 1.1 reads `3e-4` (no dot) as a string and `1` as an int: numbers given as strings and
+    ints given for floats are converted; fractions for ints, numbers for bools and lists or
+    mappings anywhere are refused.
+    """
+    if isinstance(value, (list, dict)) or value is None:
+        raise TypeError(kind)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise TypeError(kind)
+    if isinstance(value, bool):                       # bool is an int: refuse it for numbers
+        raise TypeError(kind)
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError(kind)
+        return int(number)
+    if kind is float:
+        return float(value)
+    if kind is str:
+        if isinstance(value, float):                  # a number where a name was meant
+            raise TypeError(kind)
+        return str(value)                             # `devices: 2` reads as an int
+    raise TypeError(kind)
