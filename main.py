@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from config import DEFAULT_DATASET, TrainConfig, UsageError, add_config_arguments, \
-    config_from_args
+    add_config_file_argument, config_from_args
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -300,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train", help="train a policy on a Minari dataset")
     add_config_arguments(train_parser)
+    add_config_file_argument(train_parser)
     train_parser.add_argument("--resume", metavar="PATH",
                               help="continue a run: its directory or one of its checkpoints")
     train_parser.add_argument("--checkpoint", dest="resume", help="same as --resume")
@@ -338,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from meanflow_ql import NonFiniteLossError
             typed = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+            if args.resume and args.config:
+                raise UsageError("--config starts a new run from a file of settings, while "
+                                 "--resume continues a saved run with its own settings: pass one "
+                                 "of them, not both.")
             try:
                 best = train(config_from_args(args, parser), resume=args.resume, typed=typed)
             except NonFiniteLossError as err:
