@@ -29,6 +29,12 @@ class UsageError(Exception):
 
 DEFAULT_DATASET = "local/pusher/expert-v0"
 
+# Evaluation seeds, far from the seeds of dataset episodes (`collect` resets episode i of a build
+# with seed S with S + i, i < ~10^5) and of the reference-score episodes (1,000,000 + i):
+# training-time evaluation and tuning use validation seeds, reported figures test seeds, once.
+VALIDATION_SEED = 2_000_000
+TEST_SEED = 3_000_000
+
 
 @dataclass
 class TrainConfig:
@@ -49,10 +55,14 @@ class TrainConfig:
     usually fastest."""
 
     # --- optimisation -----------------------------------------------------------------------
-    num_epochs: int = 8
-    """Passes over the training windows (`--epochs`)."""
+    num_updates: int = 10_000
+    """Update budget of the run (one critic and one actor step each), as FQL, CORL and d3rlpy
+    count it: the cosine learning-rate schedule spans it. Ignored when num_epochs is set."""
+    num_epochs: int = 0
+    """When > 0, the budget is this many passes over the training windows instead of
+    num_updates (`--epochs`, the seed's flag)."""
     max_updates: int = 0
-    """Stop after this many updates (one critic and one actor step); 0 = no limit."""
+    """Stop after this many updates whatever the budget says; 0 = no cap."""
     batch_size: int = 256
     """Windows per update. 256 keeps a 2-core CPU busy; the seed's 4096 suits a GPU."""
     learning_rate: float = 3e-4
@@ -86,6 +96,9 @@ class TrainConfig:
     actor_q_weight: float = 2.0
     """Weight of the Q term in the actor loss (the Q term is normalised by mean |Q|, so this does
     not depend on the reward scale). 0 with cql_alpha 0 = MeanFlow behaviour cloning."""
+    corner_ratio: float = 0.0
+    """Fraction of each batch trained at (r, t) = (0, 1), the point one-step sampling uses (the
+    logit-normal sampler draws it with probability under 0.1%). At most ratio_r_neq_t."""
 
     # --- critic: double Q with CQL ----------------------------------------------------------
     critic_hidden_dim: int = 256
@@ -119,20 +132,23 @@ class TrainConfig:
     num_nodes: int = 1
     """Machines taking part in a DDP run (each runs the same command; see the README)."""
     patience: int = 5
-    """Stop after this many validations without improvement of the validation loss; 0 = off."""
+    """Early stopping: stop after this many validations without improvement of the online score
+    (with eval_every) or, for pure behaviour cloning, of the validation loss; 0 = off. Q learning
+    without eval_every never stops early (its validation loss does not rank RL policies)."""
     val_every_n_epochs: int = 1
     """Validate (and maybe checkpoint) every this many epochs."""
     eval_every: int = 0
     """Every this many validations, roll the policy out online and log eval/return and
     eval/normalized_score; the best checkpoint is then chosen by that score. 0 = off."""
     eval_episodes: int = 5
-    """Episodes of each online evaluation during training (seeds seed .. seed + n - 1)."""
+    """Episodes of each online evaluation during training, on validation seeds (2,000,000 +
+    1000 x seed + i), never the seeds of dataset episodes or of the test evaluation."""
     output_dir: str = "runs"
     """Where run directories are created."""
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("obs_horizon", "pred_horizon", "action_horizon", "batch_size", "num_epochs",
+        for name in ("obs_horizon", "pred_horizon", "action_horizon", "batch_size", "num_updates",
                      "inference_steps", "actor_hidden_dim", "actor_num_layers",
                      "critic_hidden_dim", "critic_num_layers", "cql_num_samples",
                      "num_candidates", "val_every_n_epochs", "eval_episodes", "num_nodes"):
@@ -149,10 +165,13 @@ class TrainConfig:
             problems.append(f"val_fraction must lie in [0, 1) (got {self.val_fraction})")
         if not 0.0 <= self.ratio_r_neq_t <= 1.0:
             problems.append(f"ratio_r_neq_t must lie in [0, 1] (got {self.ratio_r_neq_t})")
+        if not 0.0 <= self.corner_ratio <= self.ratio_r_neq_t:
+            problems.append(f"corner_ratio must lie in [0, ratio_r_neq_t = {self.ratio_r_neq_t}] "
+                            f"(got {self.corner_ratio}): corner rows are among the r < t rows")
         for name in ("learning_rate",):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive (got {getattr(self, name)})")
-        for name in ("cql_alpha", "actor_q_weight", "grad_clip", "max_updates", "patience",
+        for name in ("cql_alpha", "actor_q_weight", "grad_clip", "max_updates", "patience", "num_epochs",
                      "num_workers", "adaptive_weight_power", "eval_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative (got {getattr(self, name)})")
@@ -166,6 +185,11 @@ class TrainConfig:
                             f"(got {self.mixed_precision!r})")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def learns_q(self) -> bool:
+        """Whether the run is Q learning (a Q term or CQL), not pure behaviour cloning."""
+        return self.actor_q_weight > 0 or self.cql_alpha > 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

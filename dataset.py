@@ -246,6 +246,7 @@ class WindowedEpisodes(Dataset):
             "next_obs": self.obs[ix["next_obs"]],          # (B, obs_horizon, obs_dim)
             "valid_steps": ix["valid_steps"],              # (B,)
             "terminal": ix["terminal"],                    # (B,) termination inside the chunk
+            "mc_return": ix["mc_return"],                  # (B,) the data's discounted return
         }
 
 
@@ -273,7 +274,22 @@ def episode_windows(episode: dict, obs_offset: int, action_offset: int, obs_hori
         "next_obs": next_obs_index.astype(np.int64),
         "valid_steps": mask.sum(1).astype(np.int64),
         "terminal": episode["terminated"] & (t[:, 0] + pred_horizon >= length),
+        "mc_return": discounted_returns(episode["rewards"], gamma).astype(np.float32),
     }
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float,
+                       terminals: np.ndarray | None = None) -> np.ndarray:
+    """(T,) Monte-Carlo return of each step to the episode's end: G_t = r_t + gamma G_{t+1},
+    restarting after a terminal step. For an episode cut by a time limit it stops at the cut,
+    so it is the return the data actually collected, not the value of the state."""
+    returns = np.zeros(len(rewards))
+    following = 0.0
+    for i in range(len(rewards) - 1, -1, -1):
+        if terminals is not None and terminals[i]:
+            following = 0.0
+        following = returns[i] = rewards[i] + gamma * following
+    return returns
 
 
 def keep_batch(batch: dict) -> dict:

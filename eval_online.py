@@ -21,9 +21,15 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")   # headless MuJoCo rendering
 
-from config import UsageError  # noqa: E402
+from config import TEST_SEED, VALIDATION_SEED, UsageError  # noqa: E402
 from dataset import add_batch_axis, load_dataset  # noqa: E402
-from policy import MeanFlowPolicy, load_checkpoint  # noqa: E402
+from policy import MeanFlowPolicy, ZeroPolicy, load_checkpoint  # noqa: E402
+from builders import pusher  # noqa: E402
+
+
+def validation_seed(training_seed: int) -> int:
+    """First episode seed of the online evaluations during a run with this training seed."""
+    return VALIDATION_SEED + 1000 * training_seed
 
 
 # --- environments ------------------------------------------------------------------------------
@@ -109,8 +115,10 @@ def check_shapes(policy, envs) -> None:
 
 # --- the evaluation loop ---------------------------------------------------------------------
 
-def run_episodes(policy, envs, num_episodes: int, seed: int, progress: bool = True) -> dict:
-    """Per-episode returns, lengths and success flags (None where the env has no signal)."""
+def run_episodes(policy, envs, num_episodes: int, seed: int, progress: bool = True,
+                 success_at_end=None) -> dict:
+    """Per-episode returns, lengths and success flags: the env's info["success"] (or
+    "is_success"), else `success_at_end(final observation)` when given, else None."""
     from tqdm import tqdm
 
     k = envs.num_envs
@@ -142,9 +150,18 @@ def run_episodes(policy, envs, num_episodes: int, seed: int, progress: bool = Tr
                         running.discard(j)
                         returns[start + j], lengths[start + j] = round_returns[j], steps
                         successes[start + j] = success_flag(info, j)
+                        if successes[start + j] is None and success_at_end is not None:
+                            successes[start + j] = success_at_end(obs[j])
                         bar.update(1)
     bar.close()
     return {"returns": returns, "lengths": lengths, "successes": successes}
+
+
+def success_criterion(env_spec):
+    """A success test on an episode's final observation for environments whose info has none
+    (Pusher: the object within 0.1 of the goal, as the datasets' summaries measure)."""
+    env_id = str(getattr(env_spec, "id", env_spec))
+    return pusher.succeeded if env_id.startswith("Pusher-") else None
 
 
 def success_flag(info: dict, j: int):
@@ -225,7 +242,8 @@ def make_online_eval_callback(dataset, env_spec, every: int, episodes: int, seed
                 policy = MeanFlowPolicy(pl_module, seed=seed, device=str(pl_module.device))
                 envs = make_vector_env(env_spec, 1)
                 try:
-                    results = run_episodes(policy, envs, episodes, seed, progress=False)
+                    results = run_episodes(policy, envs, episodes, seed, progress=False,
+                                           success_at_end=success_criterion(env_spec))
                 finally:
                     envs.close()
                     pl_module.train()
@@ -242,7 +260,7 @@ def make_online_eval_callback(dataset, env_spec, every: int, episodes: int, seed
 # --- from a checkpoint -------------------------------------------------------------------------
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
-                        episodes: int = 10, seed: int = 0, num_envs: int = 1,
+                        episodes: int = 10, seed: int = TEST_SEED, num_envs: int = 1,
                         action_horizon: int | None = None, num_candidates: int | None = None,
                         env_id: str | None = None, video: str | None = None,
                         log_to_tensorboard: bool = False, progress: bool = True,
@@ -265,7 +283,8 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
     envs = make_vector_env(env_spec, min(num_envs, episodes))
     try:
         check_shapes(policy, envs)
-        results = run_episodes(policy, envs, episodes, seed, progress)
+        results = run_episodes(policy, envs, episodes, seed, progress,
+                               success_criterion(env_spec))
     finally:
         envs.close()
     summary = summarize(results, dataset)
@@ -281,6 +300,31 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
         print(f"Wrote {video} ({frames} frames)")
     if log_to_tensorboard:
         log_summary(checkpoint, summary, int(model.num_updates))
+    return summary
+
+
+def evaluate_baseline(name: str, dataset_id: str, episodes: int = 10, seed: int = TEST_SEED,
+                      num_envs: int = 1, env_id: str | None = None,
+                      out: str | None = None) -> dict:
+    """Evaluate a policy that needs no training ("zero": every action 0) on a dataset's
+    environment, with the same seeds, summary and scores as a checkpoint; saved to `out`."""
+    if name != "zero":
+        raise UsageError(f"Unknown baseline {name!r}; the baselines are: zero.")
+    dataset = load_dataset(dataset_id)
+    env_spec = environment_spec(dataset, env_id)
+    envs = make_vector_env(env_spec, min(num_envs, episodes))
+    try:
+        results = run_episodes(ZeroPolicy(envs.single_action_space), envs, episodes, seed,
+                               progress=False, success_at_end=success_criterion(env_spec))
+    finally:
+        envs.close()
+    summary = summarize(results, dataset)
+    summary.update(checkpoint=f"baseline:{name}", dataset=dataset_id, seed=seed,
+                   env=str(getattr(env_spec, "id", env_spec)))
+    print(format_summary(summary))
+    if out:
+        Path(out).expanduser().write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"Saved {out}")
     return summary
 
 
@@ -316,10 +360,16 @@ def log_summary(checkpoint: Path, summary: dict, step: int) -> None:
 def build_parser(prog: str = "eval_online.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file to evaluate")
+    parser.add_argument("--checkpoint", help="checkpoint file to evaluate")
+    parser.add_argument("--baseline", choices=["zero"],
+                        help="evaluate a policy without training instead of a checkpoint "
+                             "(zero: every action 0); needs --dataset")
+    parser.add_argument("--out", help="with --baseline: write the summary JSON here")
     parser.add_argument("--dataset", help="dataset id (default: the checkpoint's)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 (default 0)")
+    parser.add_argument("--seed", type=int, default=TEST_SEED,
+                        help=f"seed of episode 0 (default {TEST_SEED}: the test seeds; "
+                             f"training-time evaluation uses {VALIDATION_SEED} + 1000 x seed)")
     parser.add_argument("--num-envs", type=int, default=1,
                         help="environments stepped at once, in processes when > 1 (default 1)")
     parser.add_argument("--action-horizon", type=int,
@@ -335,6 +385,16 @@ def build_parser(prog: str = "eval_online.py") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.baseline:
+            if not args.dataset:
+                raise UsageError("--baseline needs --dataset ID (the environment and scores "
+                                 "come from the dataset).")
+            evaluate_baseline(args.baseline, args.dataset, args.episodes, args.seed,
+                              args.num_envs, args.env, args.out)
+            return 0
+        if not args.checkpoint:
+            raise UsageError("Pass --checkpoint PATH (a .ckpt written by `python main.py "
+                             "train`), or --baseline zero --dataset ID.")
         evaluate_checkpoint(args.checkpoint, args.dataset, args.episodes, args.seed,
                             args.num_envs, args.action_horizon, args.num_candidates, args.env,
                             args.video)

@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-from config import DEFAULT_DATASET, TrainConfig, UsageError, add_config_arguments, \
+from config import DEFAULT_DATASET, TEST_SEED, TrainConfig, UsageError, add_config_arguments, \
     add_config_file_argument, config_from_args
 
 
@@ -37,15 +37,16 @@ def new_run_dir(cfg: TrainConfig) -> Path:
 
 
 def newest_checkpoint(output_dir: str, dataset_id: str) -> Path:
-    """The best checkpoint of the newest run on a dataset."""
+    """The result checkpoint (`result_checkpoint`) of the newest finished run on a dataset."""
     runs = [p for p in Path(output_dir).glob(f"{dataset_slug(dataset_id)}_seed*_*")
-            if (p / "checkpoints" / "best.ckpt").is_file()]
+            if (p / "checkpoints" / "last.ckpt").is_file() and (p / "config.json").is_file()]
     if not runs:
         raise UsageError(f"No trained run on {dataset_id} under {output_dir}/ (looked for "
-                         f"{dataset_slug(dataset_id)}_seed*/checkpoints/best.ckpt). Train one with "
+                         f"{dataset_slug(dataset_id)}_seed*/checkpoints/last.ckpt). Train one with "
                          f"`python main.py train --dataset {dataset_id}` or pass --checkpoint PATH.")
     newest = max(runs, key=lambda p: (p.name.split("_")[-1], p.stat().st_mtime))
-    return newest / "checkpoints" / "best.ckpt"
+    cfg = TrainConfig.from_dict(json.loads((newest / "config.json").read_text()))
+    return result_checkpoint(cfg, newest / "checkpoints")
 
 
 def parse_devices(devices: str):
@@ -136,7 +137,8 @@ class Interruption:
 
 def train(cfg: TrainConfig, resume: str | None = None,
           typed: dict | None = None) -> Path | None:
-    """Fit; returns the best checkpoint (None in DDP's extra processes)."""
+    """Fit; returns the checkpoint that is the run's result (None in DDP's extra processes):
+    last.ckpt with Q learning on, best.ckpt for pure behaviour cloning (see `result_checkpoint`)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -166,20 +168,24 @@ def train(cfg: TrainConfig, resume: str | None = None,
           f"\nData: {data.describe()}", flush=True)
 
     checkpoints = run_dir / "checkpoints"
+    # What best.ckpt means: with --eval-every, the best online score on validation seeds; else
+    # the lowest validation loss, a behaviour-cloning metric that ranks BC runs but not Q
+    # learning ones, so with Q learning on, train evaluates and test uses last.ckpt.
     monitor, mode = "val/loss", "min"
     callbacks = [TQDMProgressBar(refresh_rate=20)]
     if cfg.eval_every > 0:
         import eval_online
         env_spec = eval_online.environment_spec(data.minari_dataset, None)
         callbacks.append(eval_online.make_online_eval_callback(
-            data.minari_dataset, env_spec, cfg.eval_every, cfg.eval_episodes, cfg.seed))
+            data.minari_dataset, env_spec, cfg.eval_every, cfg.eval_episodes,
+            eval_online.validation_seed(cfg.seed)))
         has_scores = data.minari_dataset.storage.metadata.get("ref_min_score") is not None
         monitor, mode = ("eval/normalized_score" if has_scores else "eval/return"), "max"
     checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor,
                                  mode=mode, save_last=True, auto_insert_metric_name=False)
     callbacks.insert(0, checkpoint)
-    if cfg.patience > 0:
-        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience))
+    if cfg.patience > 0 and (cfg.eval_every > 0 or not cfg.learns_q):
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
     strategy = cfg.strategy
     if strategy == "ddp":
         # Each update runs two backward passes (critic, then actor), and each leaves the other
@@ -213,11 +219,27 @@ def train(cfg: TrainConfig, resume: str | None = None,
               f"Resume: python main.py train --resume {run_dir}", flush=True)
         raise Interrupted(interruption.signal)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    result = result_checkpoint(cfg, checkpoints)
     print(f"Finished after {int(model.num_updates)} updates.\n"
           f"Best checkpoint ({monitor} {float(checkpoint.best_model_score or float('nan')):.4f}): "
           f"{best}\nLast checkpoint: {checkpoints / 'last.ckpt'}\n"
-          f"Test it: python main.py test --dataset {cfg.dataset} --checkpoint {best}\n"
+          f"The run's result: {result.name} ({RESULT_REASON[result.name]})\n"
+          f"Test it: python main.py test --dataset {cfg.dataset} --checkpoint {result}\n"
           f"Logs: tensorboard --logdir {cfg.output_dir}", flush=True)
+    return result
+
+
+RESULT_REASON = {"last.ckpt": "Q learning: the final policy, as FQL and CORL report it",
+                 "best.ckpt": "behaviour cloning: the lowest validation loss"}
+
+
+def result_checkpoint(cfg: TrainConfig, checkpoints: Path) -> Path:
+    """The checkpoint `train` evaluates and `test` uses by default: the final one when the run
+    learns Q values (its validation loss is a behaviour-cloning metric that does not rank RL
+    policies); for pure behaviour cloning, the one with the lowest validation loss."""
+    best = checkpoints / "best.ckpt"
+    if cfg.learns_q or not best.is_file():
+        return checkpoints / "last.ckpt"
     return best
 
 
@@ -275,7 +297,7 @@ def test(args: argparse.Namespace) -> dict:
         checkpoint = Path(args.checkpoint)
     else:
         checkpoint = newest_checkpoint(args.output_dir, args.dataset or DEFAULT_DATASET)
-        print(f"Using the best checkpoint of the newest run: {checkpoint}")
+        print(f"Using the result checkpoint of the newest run: {checkpoint}")
     results = offline_test(checkpoint, args.dataset)
     print(f"Offline test on {results['windows']} windows of {results['episodes']} {results['split']} "
           f"episodes of {results['dataset']}:\n"
@@ -305,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                               help="continue a run: its directory or one of its checkpoints")
     train_parser.add_argument("--checkpoint", dest="resume", help="same as --resume")
     train_parser.add_argument("--skip-online-eval", action="store_true",
-                              help="skip the online evaluation of the best checkpoint after "
-                                   "training")
+                              help="skip the online evaluation of the result checkpoint "
+                                   "after training")
 
     test_parser = commands.add_parser("test", help="offline (and online) test of a checkpoint")
     test_parser.add_argument("--dataset", help="dataset id (default: the checkpoint's)")
@@ -317,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     test_parser.add_argument("--output-dir", default="runs", help="where runs are (default runs)")
     test_parser.add_argument("--episodes", type=int, default=10,
                              help="online evaluation episodes (default 10)")
-    test_parser.add_argument("--seed", type=int, default=0,
-                             help="seed of the first online episode (default 0)")
+    test_parser.add_argument("--seed", type=int, default=TEST_SEED,
+                             help=f"seed of the first online episode (default {TEST_SEED}, the "
+                                  "test seeds; see eval_online.py)")
     test_parser.add_argument("--num-envs", type=int, default=1,
                              help="environments stepped at once in the online evaluation")
     test_parser.add_argument("--mixed-precision",
@@ -352,9 +375,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 130 if str(err) == "SIGINT" else 143
             if best is not None and not args.skip_online_eval:
                 import eval_online
-                print("Online evaluation of the best checkpoint (--skip-online-eval skips it):")
+                print(f"Online evaluation of {best.name} (--skip-online-eval skips it):")
+                # Validation seeds: a figure to develop with; `test` reports on test seeds.
                 eval_online.evaluate_checkpoint(best, log_to_tensorboard=True,
-                                                missing_env_ok=True)
+                                                missing_env_ok=True,
+                                                seed=eval_online.validation_seed(
+                                                    config_from_args(args, parser).seed))
         elif args.command == "test":
             test(args)
     except UsageError as err:

@@ -19,6 +19,10 @@ from config import TrainConfig, UsageError
 from dataset import Normalizer
 
 
+# Steps of the multi-step sampler that one-step samples are compared with at validation.
+MULTI_STEP_SAMPLING = 16
+
+
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; raised before the optimizer step, so weights stay finite."""
 
@@ -137,6 +141,8 @@ def adam(parameters, lr: float) -> torch.optim.Adam:
 def sample_times(batch_size: int, cfg: TrainConfig, device, generator=None):
     """(r, t, distinct): t >= r, both logit-normal, and r = t in all rows but the first
     `distinct`, a fraction ratio_r_neq_t of the batch (rounded at random, so exact on average).
+    The first corner_ratio of the batch (rounded with the same draw, so never more rows than
+    `distinct`) is set to (r, t) = (0, 1), where one-step sampling evaluates the network.
 
     Rows with r = t are plain flow matching: their target v - (t - r) du/dt needs no du/dt.
     Putting the others first lets the loss compute du/dt for a leading slice of the batch
@@ -146,8 +152,11 @@ def sample_times(batch_size: int, cfg: TrainConfig, device, generator=None):
     times = torch.sigmoid(cfg.time_mean + cfg.time_std * normal)
     r, t = times.min(0).values, times.max(0).values
     # .item(): the sum in Python's float64; in float32 a draw just under 1 can round up a row.
-    distinct = int(cfg.ratio_r_neq_t * batch_size + torch.rand((), generator=generator).item())
+    rounding = torch.rand((), generator=generator).item()
+    distinct = int(cfg.ratio_r_neq_t * batch_size + rounding)
     r[distinct:] = t[distinct:]
+    corner = int(cfg.corner_ratio * batch_size + rounding)
+    r[:corner], t[:corner] = 0.0, 1.0
     return r.to(device), t.to(device), distinct
 
 
@@ -197,7 +206,7 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
     obs, next_obs, chunk = flat(batch["obs"]), flat(batch["next_obs"]), flat(batch["actions"])
     with torch.no_grad():
         next_chunk = actor.sample(next_obs, torch.randn_like(chunk), cfg.inference_steps)
-        next_chunk = torch.maximum(torch.minimum(next_chunk, chunk_high), chunk_low)
+        next_chunk = clip_chunk(next_chunk, chunk_low, chunk_high)
         next_q = aggregate(target_critic(next_obs, next_chunk), cfg.target_aggregate)
         # Bootstrap after the chunk's valid steps, never after a true termination.
         discount = cfg.gamma ** batch["valid_steps"].to(next_q.dtype)
@@ -205,8 +214,10 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
         target = batch["chunk_reward"].to(next_q.dtype) + discount * next_q
     q = critic(obs, chunk)                                            # (2, B)
     td_loss = ((q - target) ** 2).mean(1).sum()
+    # q_data beside the data's own discounted return of the same windows (mc_return): a critic
+    # that learned tracks it, one that diverged leaves it, one that stalled sits at its start.
     info = {"critic/td_loss": td_loss.detach(), "critic/q_data": q.detach().mean(),
-            "critic/target": target.mean()}
+            "critic/mc_return": batch["mc_return"].mean(), "critic/target": target.mean()}
     loss = td_loss
     if cfg.cql_alpha > 0:
         n, (b, d) = cfg.cql_num_samples, chunk.shape
@@ -217,7 +228,7 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
                                                                   dtype=chunk.dtype)
         with torch.no_grad():
             policy = actor.sample(obs_rep, torch.randn_like(uniform), cfg.inference_steps)
-            policy = torch.maximum(torch.minimum(policy, chunk_high), chunk_low)
+            policy = clip_chunk(policy, chunk_low, chunk_high)
         q_uniform = critic(obs_rep, uniform).reshape(2, b, n)
         q_policy = critic(obs_rep, policy).reshape(2, b, n)
         # log-mean-exp, so the penalty is 0 when every sampled chunk is valued like the data's.
@@ -232,20 +243,28 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
 
 
 def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
-                       cfg: TrainConfig):
-    """MeanFlow loss (stay near the data) plus the normalised Q of the actor's one-step chunk."""
+                       cfg: TrainConfig, chunk_low: torch.Tensor, chunk_high: torch.Tensor):
+    """MeanFlow loss (stay near the data) plus the normalised Q of the actor's one-step chunk,
+    clipped to the action bounds (flat normalised chunks) before the critic scores it, as it is
+    clipped in the TD target, in CQL and when executed (FQL clips the same way)."""
     obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
     loss, info = compute_meanflow_loss(actor, obs, actions, mask, cfg)
     with torch.set_grad_enabled(cfg.actor_q_weight > 0):
         chunk = actor.sample(obs, torch.randn_like(flat(actions)), cfg.inference_steps)
     if cfg.actor_q_weight > 0:
-        q = critic(obs, chunk).mean(0)
+        q = critic(obs, clip_chunk(chunk, chunk_low, chunk_high)).mean(0)
         # Dividing by mean |Q| (as FQL does) makes the weight independent of the reward scale.
         q_term = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
         loss = loss + cfg.actor_q_weight * q_term
         info.update({"actor/q_term": q_term.detach(), "actor/q": q.detach().mean()})
     info["actor/action_mse"] = masked_mse(chunk.detach(), actions, mask)
     return loss, info
+
+
+def clip_chunk(chunk: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Chunks (B, chunk_dim) clipped elementwise to [low, high] (chunk_dim,); no gradient
+    flows to elements outside the box."""
+    return torch.maximum(torch.minimum(chunk, high), low)
 
 
 def masked_mse(chunk: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -322,8 +341,16 @@ class MeanFlowQL(L.LightningModule):
             self._polyak_update()
             info["loss/critic"] = critic_loss.detach()
 
-        actor_loss, actor_info = compute_actor_loss(self.actor, self.critic, batch, self.cfg)
-        self._step(actor_opt, actor_loss, "actor")
+        # The critic is frozen for the actor's loss: its parameters get no gradient (they would
+        # be zeroed before the critic's next step anyway), which saves a backward into the
+        # critic's weights and, under DDP, their all-reduce.
+        self.critic.requires_grad_(False)
+        try:
+            actor_loss, actor_info = compute_actor_loss(self.actor, self.critic, batch, self.cfg,
+                                                        *bounds[:2])
+            self._step(actor_opt, actor_loss, "actor")
+        finally:
+            self.critic.requires_grad_(True)
         info.update(actor_info)
 
         self.num_updates += 1
@@ -345,8 +372,12 @@ class MeanFlowQL(L.LightningModule):
             self.trainer.should_stop = True
 
     def update_budget(self) -> int:
-        """Updates of the whole run: num_epochs passes over the data, capped by max_updates."""
-        budget = self.cfg.num_epochs * max(1, int(self.trainer.num_training_batches))
+        """Updates of the whole run: num_updates, or num_epochs passes over the data when set;
+        capped by max_updates."""
+        if self.cfg.num_epochs > 0:
+            budget = self.cfg.num_epochs * max(1, int(self.trainer.num_training_batches))
+        else:
+            budget = self.cfg.num_updates
         return min(budget, self.cfg.max_updates) if self.cfg.max_updates else budget
 
     def learning_rate_now(self) -> float:
@@ -388,9 +419,19 @@ class MeanFlowQL(L.LightningModule):
         noise = torch.randn(flat(actions).shape, generator=generator).to(actions)
         chunk = self.actor.sample(obs, noise, self.cfg.inference_steps)
         mse = masked_mse(chunk, actions, mask)
+        # How far one-step sampling is from integrating the same noise in many small steps:
+        # the point (0, 1) where the policy acts is also where the loss sees the fewest rows.
+        many = self.actor.sample(obs, noise, MULTI_STEP_SAMPLING)
         size = len(obs)
         self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log("val/action_mse", mse, batch_size=size, sync_dist=True)
+        self.log("val/one_vs_multi_step_gap", masked_mse(chunk, many.reshape(actions.shape), mask),
+                 batch_size=size, sync_dist=True)
+        if self.trains_critic:
+            q = self.critic(obs, flat(actions)).mean(0)
+            self.log("val/q_data", q.mean(), batch_size=size, sync_dist=True)
+            self.log("val/mc_return", batch["mc_return"].mean(), batch_size=size,
+                     sync_dist=True)
 
     # -- acting
     @torch.no_grad()
@@ -415,7 +456,9 @@ class MeanFlowQL(L.LightningModule):
             obs = obs.repeat_interleave(num_candidates, dim=0)
         chunk = self.actor.sample(obs, noise, self.cfg.inference_steps)
         if num_candidates > 1:
-            q = self.critic(obs, chunk).mean(0).reshape(-1, num_candidates)
+            # Ranked as executed: clipped to the action bounds.
+            low, high = self.chunk_bounds()[:2]
+            q = self.critic(obs, clip_chunk(chunk, low, high)).mean(0).reshape(-1, num_candidates)
             best = q.argmax(1) + torch.arange(len(q), device=q.device) * num_candidates
             chunk = chunk[best]
         return chunk

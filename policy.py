@@ -156,3 +156,21 @@ class MeanFlowPolicy:
         actions = chunk[:, :self.action_horizon] * self.action_std + self.action_mean
         self.queue[envs] = np.clip(actions, self.action_low, self.action_high)
         self.cursor[envs] = 0
+
+
+class ZeroPolicy:
+    """The do-nothing baseline: every action is 0 (clipped into the action space), in any
+    number of environments; the same `reset`/`act` interface as MeanFlowPolicy."""
+
+    def __init__(self, action_space):
+        zero = np.zeros(action_space.shape, dtype=action_space.dtype)
+        self.action = np.clip(zero, action_space.low, action_space.high)
+
+    def reset(self, env_index: int | None = None, seed: int | None = None) -> None:
+        pass
+
+    def act(self, obs, batched: bool = False) -> np.ndarray:
+        if not batched:
+            return self.action.copy()
+        count = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+        return np.repeat(self.action[None], count, axis=0)

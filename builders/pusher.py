@@ -260,6 +260,12 @@ class PusherExpert:
 
 
 
+def succeeded(final_observation: np.ndarray, radius: float = SUCCESS_RADIUS) -> bool:
+    """Whether one episode's last Pusher-v5 observation (23,) has the object within `radius`
+    of the goal in the x-y plane."""
+    return bool(success_fraction(np.asarray(final_observation)[None], radius))
+
+
 def success_fraction(final_observations: np.ndarray, radius: float = SUCCESS_RADIUS) -> float:
     """Fraction of episodes whose object ends within `radius` of the goal in the x-y plane.
 

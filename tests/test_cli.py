@@ -50,15 +50,19 @@ def test_train_builds_the_default_dataset_and_writes_a_run(trained):
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "Best checkpoint" in out and str(run_dir / "checkpoints" / "best.ckpt") in out
-    # Without --skip-online-eval, training ends with the online evaluation of the best one.
-    assert "Online evaluation of" in out and "normalised score:" in out
-    assert (run_dir / "checkpoints" / "best.online.json").is_file()
+    # Q learning: the run's result is the final checkpoint, evaluated online (validation seeds).
+    assert "The run's result: last.ckpt" in out
+    assert "Online evaluation of last.ckpt" in out and "normalised score:" in out
+    online = json.loads((run_dir / "checkpoints" / "last.online.json").read_text())
+    assert online["seed"] == 2_000_000 and "success_rate" in online
+    assert not (run_dir / "checkpoints" / "best.online.json").exists()
 
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for tag in ("critic/td_loss", "critic/cql_penalty", "critic/q_data", "actor/meanflow_loss",
-                "actor/q_term", "actor/action_mse", "val/loss"):
+    for tag in ("critic/td_loss", "critic/cql_penalty", "critic/q_data", "critic/mc_return",
+                "actor/meanflow_loss", "actor/q_term", "actor/action_mse", "val/loss",
+                "val/one_vs_multi_step_gap", "val/q_data", "val/mc_return"):
         assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
     assert len(events.Scalars("val/loss")) == 2          # one validation per epoch
 
@@ -67,13 +71,14 @@ def test_test_then_eval_online_give_the_same_figures(trained):
     env, cwd = trained["env"], trained["cwd"]
     code, out, err = run([str(ROOT / "main.py"), "test", "--episodes", "2"], env, cwd)
     assert code == 0, err
-    best = trained["run"] / "checkpoints" / "best.ckpt"
-    assert f"Using the best checkpoint of the newest run: runs/{trained['run'].name}" in out
-    offline = json.loads(best.with_name("best.test.json").read_text())
+    best = trained["run"] / "checkpoints" / "last.ckpt"
+    assert (f"Using the result checkpoint of the newest run: runs/{trained['run'].name}"
+            f"/checkpoints/last.ckpt") in out
+    offline = json.loads(best.with_name("last.test.json").read_text())
     assert offline["action_mse"] == pytest.approx(float_after(out, "(raw units):"), rel=1e-4)
     assert offline["episodes"] >= 1 and offline["action_mse"] > 0
-    online = json.loads(best.with_name("best.online.json").read_text())
-    assert online["episodes"] == 2 and len(online["returns"]) == 2
+    online = json.loads(best.with_name("last.online.json").read_text())
+    assert online["episodes"] == 2 and len(online["returns"]) == 2 and online["seed"] == 3_000_000
     assert online["return_mean"] == pytest.approx(float_after(out, "return:"), abs=1e-3)
     assert -200 < online["return_mean"] < 0 and "normalized_score_mean" in online
 
@@ -81,12 +86,12 @@ def test_test_then_eval_online_give_the_same_figures(trained):
     code, out2, err = run([str(ROOT / "eval_online.py"), "--checkpoint", str(best),
                            "--episodes", "2"], env, cwd)
     assert code == 0, err
-    again = json.loads(best.with_name("best.online.json").read_text())
+    again = json.loads(best.with_name("last.online.json").read_text())
     assert again["returns"] == online["returns"]
     code, out3, err = run([str(ROOT / "eval_online.py"), "--checkpoint", str(best),
                            "--episodes", "2", "--num-envs", "2"], env, cwd)
     assert code == 0, err
-    parallel = json.loads(best.with_name("best.online.json").read_text())
+    parallel = json.loads(best.with_name("last.online.json").read_text())
     assert parallel["returns"] == pytest.approx(online["returns"], abs=1e-6)
 
     events = EventAccumulator(str(trained["run"] / "tensorboard"))
