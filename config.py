@@ -137,6 +137,9 @@ class TrainConfig:
     without eval_every never stops early (its validation loss does not rank RL policies)."""
     val_every_n_epochs: int = 1
     """Validate (and maybe checkpoint) every this many epochs."""
+    val_every_updates: int = 500
+    """Validate (and maybe checkpoint and evaluate online) every this many updates, when the
+    budget counts updates; with num_epochs the schedule is val_every_n_epochs."""
     eval_every: int = 0
     """Every this many validations, roll the policy out online and log eval/return and
     eval/normalized_score; the best checkpoint is then chosen by that score. 0 = off."""
@@ -151,7 +154,8 @@ class TrainConfig:
         for name in ("obs_horizon", "pred_horizon", "action_horizon", "batch_size", "num_updates",
                      "inference_steps", "actor_hidden_dim", "actor_num_layers",
                      "critic_hidden_dim", "critic_num_layers", "cql_num_samples",
-                     "num_candidates", "val_every_n_epochs", "eval_episodes", "num_nodes"):
+                     "num_candidates", "val_every_n_epochs", "val_every_updates", "eval_episodes",
+                     "num_nodes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.action_horizon > self.pred_horizon:

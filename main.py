@@ -71,6 +71,7 @@ def quiet_lightning() -> None:
 
 RESUMABLE = ("num_epochs", "max_updates", "patience", "devices", "accelerator", "strategy",
              "num_workers", "mixed_precision", "output_dir", "val_every_n_epochs", "eval_every",
+             "val_every_updates",
              "num_nodes",
              "eval_episodes")
 
@@ -199,7 +200,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
         devices=parse_devices(cfg.devices), num_nodes=cfg.num_nodes, strategy=strategy,
         callbacks=callbacks,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard"),
-        check_val_every_n_epoch=cfg.val_every_n_epochs, log_every_n_steps=25,
+        log_every_n_steps=25, **validation_schedule(cfg),
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir))
     interruption = Interruption()
     interruption.install(trainer)
@@ -241,6 +242,18 @@ def result_checkpoint(cfg: TrainConfig, checkpoints: Path) -> Path:
     if cfg.learns_q or not best.is_file():
         return checkpoints / "last.ckpt"
     return best
+
+
+def validation_schedule(cfg: TrainConfig) -> dict:
+    """Trainer arguments for when to validate: every val_every_n_epochs epochs when the budget
+    counts epochs, else every val_every_updates updates (Lightning then counts batches across
+    epochs, so a small dataset is not validated after each of its short epochs)."""
+    if cfg.num_epochs > 0:
+        return {"check_val_every_n_epoch": cfg.val_every_n_epochs}
+    budget = min(cfg.num_updates, cfg.max_updates) if cfg.max_updates else cfg.num_updates
+    # At least one validation before the budget ends, so best.ckpt exists.
+    return {"check_val_every_n_epoch": None,
+            "val_check_interval": min(cfg.val_every_updates, budget)}
 
 
 class Interrupted(Exception):
