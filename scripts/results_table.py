@@ -1,15 +1,32 @@
-"""Collect the runs of scripts/results.sh into a Markdown table, JSON and a score plot.
+"""Collect the runs of scripts/results.sh into one Markdown table and a JSON file.
 
-    python scripts/results_table.py results
+    python scripts/results_table.py [OUT]          # OUT defaults to results
 
-Each score cell gives the mean ± std over seeds of the runs' mean normalised scores, and beside
-it the interquartile mean of every (seed, episode) normalised score with a 95% stratified
-bootstrap interval over seeds (rliable's IQM, see stats.py). The per-episode scores come from the
-"returns" each run's checkpoints/{best,last}.online.json holds (eval_online.py writes them), so
-the IQM needs the run directories named in the logs. Without logs (only a results.json written
-earlier, as in the repository's results/), the table is rebuilt from that file: the IQM column
-then shows only what it holds (— for runs summarised before per-episode scores were kept), and
-the plot, which reads the runs' TensorBoard logs, is left as it was.
+Reads what scripts/results.sh writes under OUT:
+
+- logs/<slug>_<method>_seed<S>.log (slug: the dataset id with "/" as "-"; method: meanflow_ql or
+  meanflow_bc, with "-<tag>" for a tagged variant), each naming its run directory and ending
+  with "wall_seconds N"; the run's checkpoints/last.online.json is its final checkpoint on the
+  test seeds (checkpoints/last.validation.json, the same on validation seeds, is kept in the
+  JSON but not tabulated);
+- baselines/<slug>_zero.json: the zero-action policy on the same test seeds;
+- the Minari dataset itself (its id is in the JSONs' "dataset"), for its own episodes.
+
+A dataset whose metadata holds ref_min_score/ref_max_score is scored by the normalised score
+(minari.get_normalized_score x 100), any other by the undiscounted return; the table's "score"
+column says which. Per row: the mean ± std (numpy's, ddof 0) over seeds of each run's mean score
+on the test episodes; the interquartile mean of every (seed, episode) score with a 95%
+stratified bootstrap interval (stats.py: runs x episodes, each episode, seeded alike for every
+run, one stratum); the success rate when the evaluation measured one (Pusher: the object ends
+within 0.1 of the goal); minutes per run (wall clock) and training updates. The zero-action
+baseline and the dataset's own episodes are one set of episodes each: their interval resamples
+episodes. Then the checks issue #14 asks for, each met or **MISSED**.
+
+Writes OUT/results.md, OUT/results.json (every seed's figures and per-episode scores) and prints
+the table. Without logs, the table is rebuilt from OUT/results.json alone, identically.
+
+The runs no longer evaluate during training (no --eval-every), so there is no score-against-
+updates curve to plot: the plot of the earlier version of this script is gone.
 """
 
 from __future__ import annotations
@@ -18,28 +35,25 @@ import functools
 import json
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 # Run as `python scripts/results_table.py`, the script's folder is on the path, not the
-# repository's root where stats.py lies.
+# repository's root where stats.py and builders/ lie.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from stats import iqm, stratified_bootstrap_ci  # noqa: E402
 
+FORMAT = 2                                    # results.json layout; 1 was the per-quality one
 METHODS = {"meanflow_ql": "MeanFlow-QL (defaults)",
            "meanflow_bc": "MeanFlow BC (--actor-q-weight 0 --cql-alpha 0)"}
-LOG_NAME = re.compile(r"(?P<quality>\w+)_(?P<method>meanflow_\w\w)_seed(?P<seed>\d+)\.log")
+SHORT = {"meanflow_ql": "MeanFlow-QL", "meanflow_bc": "MeanFlow BC"}
+LOG_NAME = re.compile(
+    r"(?P<slug>.+?)_(?P<method>meanflow_(?:ql|bc)(?:-.+)?)_seed(?P<seed>\d+)\.log")
+NORMALISED, RETURN = "normalised score", "return"
 
 
-def dataset_average(quality: str) -> float:
-    """The dataset's own mean normalised return."""
-    import minari
-    dataset = minari.load_dataset(f"local/pusher/{quality}-v0")
-    returns = np.array([ep.rewards.sum() for ep in dataset.iterate_episodes()])
-    return float(minari.get_normalized_score(dataset, returns).mean() * 100)
-
+# --- collecting: logs, JSONs and datasets -> one JSON-able dict -------------------------------
 
 @functools.lru_cache(maxsize=None)
 def minari_dataset(dataset_id: str):
@@ -47,177 +61,222 @@ def minari_dataset(dataset_id: str):
     return minari.load_dataset(dataset_id)
 
 
-def episode_scores(online: dict) -> list[float] | None:
-    """Per-episode normalised scores (x 100) of an `*.online.json`, None when it cannot say."""
-    if "returns" not in online or "normalized_score_mean" not in online:
-        return None
-    import minari
-    returns = np.asarray(online["returns"], dtype=np.float64)
-    scores = minari.get_normalized_score(minari_dataset(online["dataset"]), returns) * 100
-    return [float(s) for s in scores]
+def has_reference_scores(dataset_id: str) -> bool:
+    return minari_dataset(dataset_id).storage.metadata.get("ref_min_score") is not None
 
 
-def read_run(log: Path) -> dict | None:
+def scores_of(dataset_id: str, returns) -> list[float]:
+    """Per-episode scores: normalised (x 100) where the dataset has reference scores, else the
+    returns themselves."""
+    returns = np.asarray(returns, dtype=np.float64)
+    if has_reference_scores(dataset_id):
+        import minari
+        returns = minari.get_normalized_score(minari_dataset(dataset_id), returns) * 100
+    return [float(s) for s in returns]
+
+
+def evaluation(summary: dict) -> dict:
+    """The figures the table needs from an eval_online.py summary."""
+    out = {"eval_seed": summary.get("seed"), "episodes": len(summary["returns"]),
+           "return_mean": summary["return_mean"],
+           "episode_scores": scores_of(summary["dataset"], summary["returns"])}
+    out["score"] = float(np.mean(out["episode_scores"]))
+    if summary.get("success_rate") is not None:
+        out["success_rate"] = summary["success_rate"]
+    return out
+
+
+def read_run(log: Path) -> tuple[dict | None, str]:
+    """A finished run's figures, or None and why not."""
     text = log.read_text()
-    run_dir = re.search(r"^Run directory: (\S+)", text, re.M)
+    run_dir = re.search(r"^Run directory: (.+?)(?: \(resumed.*)?$", text, re.M)
     wall = re.search(r"^wall_seconds (\d+)", text, re.M)
     updates = re.search(r"Finished after (\d+) updates", text)
     if not (run_dir and wall and updates):
-        return None
-    checkpoints = Path(run_dir.group(1)) / "checkpoints"
-    scores = {}
-    for which in ("best", "last"):
-        path = checkpoints / f"{which}.online.json"
-        if path.is_file():
-            online = json.loads(path.read_text())
-            scores[which] = online["normalized_score_mean"]
-            per_episode = episode_scores(online)
-            if per_episode is not None:
-                scores[f"{which}_episodes"] = per_episode
-    return {"run_dir": run_dir.group(1), "wall_seconds": int(wall.group(1)),
-            "updates": int(updates.group(1)), **scores}
+        return None, "unfinished (no run directory, 'Finished after' or wall_seconds line)"
+    checkpoints = Path(run_dir.group(1).strip()) / "checkpoints"
+    test = checkpoints / "last.online.json"
+    if not test.is_file():
+        return None, f"no test-seed evaluation {test}"
+    summary = json.loads(test.read_text())
+    run = {"run_dir": run_dir.group(1).strip(), "wall_seconds": int(wall.group(1)),
+           "updates": int(updates.group(1)), "dataset": summary["dataset"],
+           **evaluation(summary)}
+    validation = checkpoints / "last.validation.json"
+    if validation.is_file():
+        summary = json.loads(validation.read_text())
+        run["validation"] = {k: v for k, v in evaluation(summary).items() if k != "episode_scores"}
+    return run, ""
 
 
-def curve(run_dir: str) -> tuple[list, list]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = EventAccumulator(str(Path(run_dir) / "tensorboard"))
-    events.Reload()
-    if "eval/normalized_score" not in events.Tags()["scalars"]:
-        return [], []
-    points = sorted({e.step: e.value for e in events.Scalars("eval/normalized_score")}.items())
-    return [p[0] for p in points], [p[1] for p in points]
+def dataset_episodes(dataset_id: str) -> dict:
+    """The dataset's own episodes: returns, scores and, for Pusher, the success fraction."""
+    dataset = minari_dataset(dataset_id)
+    returns, finals = [], []
+    for episode in dataset.iterate_episodes():
+        returns.append(float(np.sum(episode.rewards)))
+        finals.append(np.asarray(episode.observations[-1]))
+    out = {"episodes": len(returns), "return_mean": float(np.mean(returns)),
+           "episode_scores": scores_of(dataset_id, returns)}
+    out["score"] = float(np.mean(out["episode_scores"]))
+    env_id = getattr(dataset.env_spec, "id", None) or ""
+    if env_id.startswith("Pusher-"):
+        from builders.pusher import success_fraction
+        out["success_rate"] = success_fraction(np.stack(finals))
+    return out
 
 
-def fmt(values: list) -> str:
-    """Mean and standard deviation over seeds (the value alone for a single seed)."""
-    if not values:
-        return "—"
+def collect(out_dir: Path) -> dict:
+    """Every finished run, baseline and dataset under out_dir, as results.json holds them."""
+    runs: dict[str, dict[str, list]] = {}
+    for log in sorted((out_dir / "logs").glob("*.log")):
+        match = LOG_NAME.fullmatch(log.name)
+        if not match:
+            print(f"skipped {log}: not named <slug>_<method>_seed<S>.log")
+            continue
+        run, why = read_run(log)
+        if run is None:
+            print(f"skipped {log}: {why}")
+            continue
+        run = {"seed": int(match["seed"]), "log": str(log), **run}
+        runs.setdefault(run.pop("dataset"), {}).setdefault(match["method"], []).append(run)
+    baselines = {}
+    for path in sorted((out_dir / "baselines").glob("*_zero.json")):
+        summary = json.loads(path.read_text())
+        if summary.get("dataset") in runs:
+            baselines[summary["dataset"]] = {"file": str(path), **evaluation(summary)}
+    datasets = {}
+    for dataset_id in sorted(runs):
+        datasets[dataset_id] = {
+            "score": NORMALISED if has_reference_scores(dataset_id) else RETURN,
+            "runs": {m: sorted(runs[dataset_id][m], key=lambda run: run["seed"])
+                     for m in sorted(runs[dataset_id], key=method_order)},
+            "zero_action": baselines.get(dataset_id),
+            "dataset_episodes": dataset_episodes(dataset_id)}
+    return {"format": FORMAT, "datasets": datasets}
+
+
+# --- the table, from that dict alone -----------------------------------------------------------
+
+def method_order(method: str) -> tuple:
+    base, _, tag = method.partition("-")
+    return (bool(tag), list(METHODS).index(base), tag)
+
+
+def label(method: str) -> str:
+    base, _, tag = method.partition("-")
+    return f"{SHORT[base]}, variant `{tag}`" if tag else METHODS[base]
+
+
+def mean_std(values: list) -> str:
+    """Mean ± std over seeds (the value alone for a single seed)."""
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
 
 
-def fmt_iqm(rows: list, which: str) -> str:
-    """IQM [95% CI] of every (seed, episode) score of `which` checkpoint; — without them."""
-    per_seed = [r[f"{which}_episodes"] for r in rows if f"{which}_episodes" in r]
-    if not per_seed:
-        return "—"
-    if len({len(s) for s in per_seed}) == 1:
-        scores = np.array(per_seed)            # (seeds, episodes): episode j is one stratum
-    else:                                      # unequal episode counts: one stratum of all
-        scores = np.concatenate(per_seed)[:, None]
+def iqm_ci(per_run: list[list[float]]) -> tuple[str, bool]:
+    """IQM [95% CI] of a runs x episodes matrix, episodes as strata; one run: its episodes
+    resampled. Unequal episode counts are pooled into one stratum (second value True)."""
+    if len(per_run) == 1:
+        scores, pooled = np.asarray(per_run[0]), False          # 1-D: episodes resampled
+    elif len({len(s) for s in per_run}) == 1:
+        scores, pooled = np.asarray(per_run), False
+    else:
+        scores, pooled = np.concatenate(per_run)[:, None], True
     low, high = stratified_bootstrap_ci(scores)
-    text = f"{iqm(scores):.1f} [{low:.1f}, {high:.1f}]"
-    return text if len(per_seed) == len(rows) else f"{text} ({len(per_seed)} seeds)"
+    return f"{iqm(scores):.1f} [{low:.1f}, {high:.1f}]" + (" †" if pooled else ""), pooled
 
 
-def read_runs(out_dir: Path) -> tuple[dict, dict]:
-    """Runs by (quality, method) and dataset averages by quality, from the logs or else from the
-    results.json an earlier call wrote."""
-    runs, averages = defaultdict(list), {}
-    for log in sorted((out_dir / "logs").glob("*.log")):
-        match = LOG_NAME.fullmatch(log.name)
-        run = read_run(log) if match else None
-        if run:
-            runs[(match["quality"], match["method"])].append({"seed": int(match["seed"]), **run})
-    if runs or not (out_dir / "results.json").is_file():
-        return runs, averages
-    print(f"No logs in {out_dir / 'logs'}: rebuilding the table from {out_dir / 'results.json'}")
-    for key, value in json.loads((out_dir / "results.json").read_text()).items():
-        quality, _, method = key.partition("/")
-        if method in METHODS:
-            runs[(quality, method)] = value
-        elif method == "dataset_average":
-            averages[quality] = value
-    return runs, averages
+def percent(values: list) -> str:
+    return f"{100 * np.mean(values):.0f}%" if values else "—"
 
 
-def targets(runs: dict, qualities: list) -> list[str]:
-    """The issue's targets, each with the measured figure and met / MISSED."""
-    out = []
-    verdict = lambda ok: "met" if ok else "**MISSED**"
-    for quality in qualities:
-        ql, bc = runs.get((quality, "meanflow_ql"), []), runs.get((quality, "meanflow_bc"), [])
-        for which, name in (("last", "final"), ("best", "best-checkpoint")):
-            ql_mean = np.mean([r[which] for r in ql if which in r]) if ql else float("nan")
-            line = f"- {quality}, {name}: MeanFlow-QL {ql_mean:.1f} (target >= 95: " \
-                   f"{verdict(ql_mean >= 95)})"
-            if quality != "expert" and bc:
-                gap = ql_mean - np.mean([r[which] for r in bc if which in r])
-                line += f", {gap:.1f} above BC (target >= 15: {verdict(gap >= 15)})"
-            out.append(line)
-    minutes = [r["wall_seconds"] / 60 for rows in runs.values() for r in rows]
-    if minutes:
-        out.append(f"- longest training run: {max(minutes):.1f} minutes (target <= 15: "
-                   f"{verdict(max(minutes) <= 15)})")
-    return out
+def run_figures(runs: list[dict]) -> dict:
+    cell, pooled = iqm_ci([r["episode_scores"] for r in runs])
+    minutes = [r["wall_seconds"] / 60 for r in runs]
+    updates = sorted({r["updates"] for r in runs})
+    return {"final": float(np.mean([r["score"] for r in runs])), "pooled": pooled, "row": [
+        str(len(runs)), mean_std([r["score"] for r in runs]), cell,
+        percent([r["success_rate"] for r in runs if "success_rate" in r]),
+        f"{np.mean(minutes):.1f} / {max(minutes):.1f}",
+        str(updates[0]) if len(updates) == 1 else f"{updates[0]}–{updates[-1]}"]}
 
 
-def main(out: str) -> int:
-    out_dir = Path(out)
-    runs, averages = read_runs(out_dir)
-    if not runs:
-        print(f"No runs found in {out_dir / 'logs'} nor {out_dir / 'results.json'}.")
-        return 1
-    qualities = sorted({q for q, _ in runs}, key=["expert", "medium", "mixed"].index)
-    lines = ["| dataset | method | seeds | final score | final IQM [95% CI] | "
-             "best-checkpoint score | best-checkpoint IQM [95% CI] | "
+def episodes_row(figures: dict) -> list[str]:
+    cell, _ = iqm_ci([figures["episode_scores"]])
+    success = [figures["success_rate"]] if "success_rate" in figures else []
+    return ["—", f"{figures['score']:.1f}", cell, percent(success), "—", "—"]
+
+
+def checks(results: dict) -> list[str]:
+    """Issue #14's check on every dataset: MeanFlow-QL's final score at least BC's."""
+    lines = []
+    for dataset_id, data in results["datasets"].items():
+        ql, bc = data["runs"].get("meanflow_ql"), data["runs"].get("meanflow_bc")
+        name = f"- {dataset_id}: MeanFlow-QL final >= MeanFlow BC final ({data['score']})"
+        if not (ql and bc):
+            lines.append(f"{name}: cannot tell, no {'MeanFlow-QL' if not ql else 'MeanFlow BC'} "
+                         f"runs")
+            continue
+        ql_final = np.mean([r["score"] for r in ql])
+        bc_final = np.mean([r["score"] for r in bc])
+        verdict = "met" if ql_final >= bc_final else "**MISSED**"
+        lines.append(f"{name}: {ql_final:.1f} vs {bc_final:.1f}: {verdict}")
+    return lines
+
+
+def render(results: dict) -> str:
+    lines = ["| dataset | score | method | seeds | final score | IQM [95% CI] | success rate | "
              "minutes per run (mean / max) | updates |", "|---|---|---|---|---|---|---|---|---|"]
-    summary = {}
-    for quality in qualities:
-        for method, label in METHODS.items():
-            rows = runs.get((quality, method), [])
-            if not rows:
-                continue
-            last = [r["last"] for r in rows if "last" in r]
-            best = [r["best"] for r in rows if "best" in r]
-            minutes = [r["wall_seconds"] / 60 for r in rows]
-            lines.append(f"| {quality} | {label} | {len(rows)} | {fmt(last)} | "
-                         f"{fmt_iqm(rows, 'last')} | {fmt(best)} | {fmt_iqm(rows, 'best')} | "
-                         f"{np.mean(minutes):.1f} / {max(minutes):.1f} | "
-                         f"{int(np.mean([r['updates'] for r in rows]))} |")
-            summary[f"{quality}/{method}"] = rows
-        average = averages[quality] if quality in averages else dataset_average(quality)
-        summary[f"{quality}/dataset_average"] = average
-        lines.append(f"| {quality} | the dataset's own episodes | — | {average:.1f} | — | — | — "
-                     f"| — | — |")
-    lines += ["", "Scores: mean ± std over seeds of each run's mean normalised score; IQM [95% CI]: "
-              "interquartile mean of every (seed, episode) normalised score, with a 95% "
-              "stratified bootstrap interval resampling seeds within each episode (stats.py)."]
-    if any(f"{which}_episodes" not in r for rows in runs.values() for r in rows
-           for which in ("last", "best") if which in r):
-        lines += ["", "An IQM shows — (or counts fewer seeds) where a run's per-episode scores are "
-                  "missing: run this script where the run directories its logs name are on disk "
-                  "(their checkpoints/*.online.json hold each episode's return)."]
-    lines += ["", *targets(runs, qualities)]
-    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print("\n".join(lines))
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)")
-        return 0
-    if not any(Path(r["run_dir"]).is_dir() for rows in runs.values() for r in rows):
-        print(f"Wrote {out_dir / 'results.md'}; the run directories are not on disk, so "
-              f"{out_dir / 'score_vs_updates.png'} is left as it was.")
-        return 0
-    fig, axes = plt.subplots(1, len(qualities), figsize=(5 * len(qualities), 4), squeeze=False)
-    for ax, quality in zip(axes[0], qualities):
-        for method, colour in (("meanflow_ql", "tab:blue"), ("meanflow_bc", "tab:orange")):
-            for i, run in enumerate(runs.get((quality, method), [])):
-                steps, scores = curve(run["run_dir"])
-                ax.plot(steps, scores, color=colour, alpha=0.8,
-                        label=METHODS[method].split(" (")[0] if i == 0 else None)
-        ax.set(title=f"local/pusher/{quality}-v0", xlabel="training updates",
-               ylabel="normalised score (5 episodes)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "score_vs_updates.png", dpi=100)
-    print(f"Wrote {out_dir / 'results.md'} and {out_dir / 'score_vs_updates.png'}")
+    any_pooled = False
+    for dataset_id, data in results["datasets"].items():
+        rows = []
+        for method, runs in data["runs"].items():
+            figures = run_figures(runs)
+            any_pooled |= figures["pooled"]
+            rows.append([label(method), *figures["row"]])
+        if data["zero_action"] is not None:
+            rows.append(["zero action (baseline)", *episodes_row(data["zero_action"])])
+        rows.append(["the dataset's own episodes", *episodes_row(data["dataset_episodes"])])
+        lines += [f"| {dataset_id} | {data['score']} | " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "Score: the normalised score (minari.get_normalized_score x 100: 0 = the "
+              "dataset's ref_min_score, 100 = its ref_max_score) where the dataset stores "
+              "reference scores, else the undiscounted return. Final score: mean ± std over "
+              "training seeds of each run's mean score over its final checkpoint's test episodes. "
+              "IQM [95% CI]: interquartile mean of every (seed, episode) score, with a 95% "
+              "stratified bootstrap interval resampling seeds within each episode (stats.py); for "
+              "the zero-action baseline and the dataset's own episodes (one set of episodes each) "
+              "the interval resamples episodes. Success rate: mean over seeds, where the "
+              "evaluation measures one (Pusher: object within 0.1 of the goal in x-y at the "
+              "episode's end). Minutes: wall clock per training run, two runs sharing the "
+              "machine."]
+    if any_pooled:
+        lines += ["", "† seeds evaluated on different numbers of episodes: all scores pooled "
+                  "into one stratum."]
+    lines += ["", "Checks (issue #14):", "", *checks(results)]
+    return "\n".join(lines) + "\n"
+
+
+def main(out: str = "results") -> int:
+    out_dir = Path(out)
+    results = collect(out_dir) if (out_dir / "logs").is_dir() else {"datasets": {}}
+    if not results["datasets"]:
+        saved = out_dir / "results.json"
+        if not saved.is_file():
+            print(f"No finished runs in {out_dir / 'logs'} nor a {saved}.")
+            return 1
+        results = json.loads(saved.read_text())
+        if results.get("format") != FORMAT:
+            print(f"{saved} was written by an earlier version of this script (another layout); "
+                  f"rerun scripts/results.sh to rebuild it.")
+            return 1
+        print(f"No finished runs in {out_dir / 'logs'}: rebuilding the table from {saved}")
+    else:
+        (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = render(results)
+    (out_dir / "results.md").write_text(table)
+    print(table, end="")
     return 0
 
 

@@ -1,9 +1,12 @@
 """IQM and its stratified bootstrap interval on numbers checked by hand."""
 
 import json
+import shutil
 
+import minari
 import numpy as np
 import pytest
+from minari.data_collector import EpisodeBuffer
 
 from stats import iqm, stratified_bootstrap_ci
 
@@ -80,36 +83,115 @@ def test_custom_statistic_and_bad_arguments():
         iqm([])
 
 
-def test_results_table_reports_iqm_of_every_seed_and_episode(tmp_path, monkeypatch):
-    from types import SimpleNamespace
+def pusher_episode(episode_return: float, succeeded: bool) -> EpisodeBuffer:
+    """Two steps of a Pusher-v5-shaped episode; its final object 0.05 (success) or 0.5 from the
+    goal in x-y (object at observation[17:19], goal at [20:22])."""
+    obs = np.zeros((3, 23))
+    obs[-1, 17:19] = [0.05, 0.0] if succeeded else [0.5, 0.0]
+    return EpisodeBuffer(observations=list(obs), actions=list(np.zeros((2, 7), np.float32)),
+                         rewards=[episode_return / 2] * 2, terminations=[False, False],
+                         truncations=[False, True])
 
+
+def write_run(out, slug, method, seed, returns, wall_seconds, updates, success_rate=None,
+              dataset="local/pusher/tiny-v0"):
+    """What scripts/results.sh leaves for one run: its log and its run's evaluation JSONs."""
+    checkpoints = out / "runs" / method / f"{slug}-seed{seed}" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    summary = {"dataset": dataset, "seed": 3_000_000, "episodes": len(returns),
+               "returns": returns, "return_mean": float(np.mean(returns)),
+               "return_std": float(np.std(returns))}
+    if success_rate is not None:
+        summary["success_rate"] = success_rate
+    (checkpoints / "last.online.json").write_text(json.dumps(summary))
+    validation = {**summary, "seed": 2_000_000, "returns": [r - 1 for r in returns]}
+    (checkpoints / "last.validation.json").write_text(json.dumps(validation))
+    (out / "logs" / f"{slug}_{method}_seed{seed}.log").write_text(
+        f"Run directory: {checkpoints.parent} (resumed from last.ckpt)\n"
+        f"Finished after {updates} updates\nwall_seconds {wall_seconds}\n")
+
+
+def test_results_table_from_real_datasets_logs_and_evaluations(tmp_path, toy_dataset,
+                                                                minari_path, capsys):
+    """Two real Minari datasets: a Pusher-v5 one with reference scores -100 / 0 (score =
+    return + 100) and the toy one without (scored by return); the runs' logs, evaluation JSONs
+    and a zero-action baseline written as scripts/results.sh writes them."""
     from scripts import results_table
 
-    # Normalised score = return * 10 (ref_min 0, ref_max 10, then x 100).
-    fake = SimpleNamespace(storage=SimpleNamespace(metadata={"ref_min_score": 0.0,
-                                                             "ref_max_score": 10.0}))
-    monkeypatch.setattr(results_table, "minari_dataset", lambda dataset_id: fake)
-    monkeypatch.setattr(results_table, "dataset_average", lambda quality: 40.0)
-    (tmp_path / "logs").mkdir()
-    returns = {0: [9.0, 9.5, 10.0, 8.0], 1: [9.2, 9.6, 9.9, 1.0], 2: [9.1, 9.4, 9.8, 9.7]}
-    for seed, episode_returns in returns.items():
-        run_dir = tmp_path / f"run{seed}"
-        (run_dir / "checkpoints").mkdir(parents=True)
-        for which in ("best", "last"):
-            (run_dir / "checkpoints" / f"{which}.online.json").write_text(json.dumps({
-                "dataset": "local/pusher/medium-v0", "returns": episode_returns,
-                "normalized_score_mean": float(np.mean(episode_returns)) * 10}))
-        (tmp_path / "logs" / f"medium_meanflow_ql_seed{seed}.log").write_text(
-            f"Run directory: {run_dir}\nFinished after 100 updates\nwall_seconds 60\n")
-    assert results_table.main(str(tmp_path)) == 0
-    scores = np.array(list(returns.values())) * 10          # (seeds, episodes)
+    minari.create_dataset_from_buffers(
+        "local/pusher/tiny-v0",
+        [pusher_episode(r, ok) for r, ok in ((-50, True), (-40, False), (-30, False), (-20, True))],
+        env="Pusher-v5", eval_env="Pusher-v5", ref_min_score=-100.0, ref_max_score=0.0,
+        algorithm_name="hand-written", author="test", author_email="none",
+        code_permalink="tests/test_stats.py", description="hand-chosen returns and ends")
+    out = tmp_path / "results"
+    (out / "logs").mkdir(parents=True)
+    (out / "baselines").mkdir()
+    pusher = "local-pusher-tiny-v0"
+    ql = {0: [-10, -4, -20, -1], 1: [-8, -6, -30, -2]}          # scores 90 96 80 99 / 92 94 70 98
+    bc = {0: [-30, -25, -35, -10], 1: [-28, -26, -40, -14]}     # 70 75 65 90 / 72 74 60 86
+    for seed in (0, 1):
+        write_run(out, pusher, "meanflow_ql", seed, ql[seed], (300, 420)[seed], 1000,
+                  (0.75, 0.25)[seed])
+        write_run(out, pusher, "meanflow_bc", seed, bc[seed], (60, 120)[seed], 1000, 0.25)
+    write_run(out, pusher, "meanflow_ql-corner", 0, [-5, -5, -5, -5], 600, 1200)
+    (out / "baselines" / f"{pusher}_zero.json").write_text(json.dumps({
+        "dataset": "local/pusher/tiny-v0", "checkpoint": "baseline:zero", "seed": 3_000_000,
+        "episodes": 4, "returns": [-60, -70, -80, -90], "return_mean": -75.0,
+        "success_rate": 0.0}))
+    toy = "toy-known-values-v0"                                 # no reference scores: returns
+    write_run(out, toy, "meanflow_ql", 0, [50, 60, 70], 30, 10, dataset="toy/known/values-v0")
+    write_run(out, toy, "meanflow_bc", 0, [80, 90, 100], 30, 10, dataset="toy/known/values-v0")
+    (out / "logs" / f"{toy}_meanflow_bc_seed1.log").write_text("Run directory: x\n")  # failed
+
+    assert results_table.main(str(out)) == 0
+    table = (out / "results.md").read_text()
+    assert table in capsys.readouterr().out
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): line.split("|")[4:-1]
+            for line in table.splitlines() if line.startswith(("| local", "| toy"))}
+    cells = lambda dataset, score, method: [c.strip() for c in rows[(dataset, score, method)]]
+
+    scores = np.array(list(ql.values())) + 100.0
+    assert iqm(scores) == pytest.approx(93.0)                  # middle four of eight: 90 92 94 96
     low, high = stratified_bootstrap_ci(scores)
-    expected = f"{iqm(scores):.1f} [{low:.1f}, {high:.1f}]"
-    table = (tmp_path / "results.md").read_text()
-    row = next(line for line in table.splitlines() if "MeanFlow-QL" in line)
-    assert row.count(expected) == 2 and "missing" not in table      # final and best columns
-    # The same table comes back from results.json alone, per-episode scores included.
-    for log in (tmp_path / "logs").iterdir():
-        log.unlink()
-    assert results_table.main(str(tmp_path)) == 0
-    assert (tmp_path / "results.md").read_text() == table
+    assert cells("local/pusher/tiny-v0", "normalised score", "MeanFlow-QL (defaults)") == [
+        "2", "89.9 ± 1.4", f"93.0 [{low:.1f}, {high:.1f}]", "50%", "6.0 / 7.0", "1000"]
+    low, high = stratified_bootstrap_ci(np.array(list(bc.values())) + 100.0)
+    assert cells("local/pusher/tiny-v0", "normalised score",
+                 "MeanFlow BC (--actor-q-weight 0 --cql-alpha 0)") == [
+        "2", "74.0 ± 1.0", f"{iqm(np.array(list(bc.values())) + 100.0):.1f} "
+                           f"[{low:.1f}, {high:.1f}]", "25%", "1.5 / 2.0", "1000"]
+    assert cells("local/pusher/tiny-v0", "normalised score", "MeanFlow-QL, variant `corner`") == [
+        "1", "95.0", "95.0 [95.0, 95.0]", "—", "10.0 / 10.0", "1200"]
+    low, high = stratified_bootstrap_ci(np.array([40.0, 30, 20, 10]))   # episodes resampled
+    assert cells("local/pusher/tiny-v0", "normalised score", "zero action (baseline)") == [
+        "—", "25.0", f"25.0 [{low:.1f}, {high:.1f}]", "0%", "—", "—"]
+    low, high = stratified_bootstrap_ci(np.array([50.0, 60, 70, 80]))
+    assert cells("local/pusher/tiny-v0", "normalised score", "the dataset's own episodes") == [
+        "—", "65.0", f"65.0 [{low:.1f}, {high:.1f}]", "50%", "—", "—"]   # 0, 3 succeed
+    assert cells("toy/known/values-v0", "return", "MeanFlow-QL (defaults)")[:4] == [
+        "1", "60.0", "60.0 [50.0, 70.0]", "—"]                     # 3 episodes: IQM = mean
+    low, high = stratified_bootstrap_ci(np.array([10.0, 91, 216]))
+    assert cells("toy/known/values-v0", "return", "the dataset's own episodes") == [
+        "—", "105.7", f"105.7 [{low:.1f}, {high:.1f}]", "—", "—", "—"]
+    assert ("toy/known/values-v0", "return", "zero action (baseline)") not in rows
+    assert table.splitlines()[2].split("|")[3].strip() == "MeanFlow-QL (defaults)"
+    assert "- local/pusher/tiny-v0: MeanFlow-QL final >= MeanFlow BC final (normalised score): " \
+           "89.9 vs 74.0: met" in table
+    assert "- toy/known/values-v0: MeanFlow-QL final >= MeanFlow BC final (return): " \
+           "60.0 vs 90.0: **MISSED**" in table
+
+    saved = json.loads((out / "results.json").read_text())
+    runs = saved["datasets"]["local/pusher/tiny-v0"]["runs"]["meanflow_ql"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    np.testing.assert_allclose(runs[1]["episode_scores"], [92, 94, 70, 98])
+    assert runs[1]["score"] == pytest.approx(88.5) and runs[1]["success_rate"] == 0.25
+    assert runs[0]["validation"]["score"] == pytest.approx(90.25)   # returns - 1 on validation
+    assert saved["datasets"]["toy/known/values-v0"]["zero_action"] is None
+
+    # Rebuilt from results.json alone: no logs, runs, baselines nor datasets on disk.
+    for folder in (out / "logs", out / "runs", out / "baselines", minari_path):
+        shutil.rmtree(folder)
+    (out / "results.md").unlink()
+    assert results_table.main(str(out)) == 0
+    assert (out / "results.md").read_text() == table
