@@ -43,7 +43,7 @@ from minari.namespace import create_namespace, list_local_namespaces
 from minari.storage.datasets_root_dir import get_dataset_path
 from tqdm import tqdm
 
-from builders import LOCAL_DATASETS, pusher
+from builders import LOCAL_DATASETS, ogbench, pusher
 from builders.recipe import Recipe
 from config import UsageError
 
@@ -131,8 +131,14 @@ def is_local(dataset_id: str) -> bool:
     return dataset_id.startswith("local/")
 
 
+def is_buildable(dataset_id: str) -> bool:
+    return is_local(dataset_id) or dataset_id.startswith(f"{ogbench.NAMESPACE}/")
+
+
 def _buildable() -> str:
-    return ", ".join(LOCAL_DATASETS)
+    play = [f"{ogbench.NAMESPACE}/{name}" for name in ogbench.PLAY_DATASETS]
+    return ", ".join([*LOCAL_DATASETS, *play]) + (f" and their single-task ids ("
+                                                  f"{ogbench.singletask_ids(ogbench.DEFAULT_PLAY)[1]}...)")
 
 
 def _recipe(dataset_id: str) -> Recipe:
@@ -197,10 +203,9 @@ def build_local_dataset(dataset_id: str, num_episodes: int | None = None, seed: 
         num_episodes = recipe.num_episodes if env_value is None else _positive_int(env_value, EPISODES_ENV)
     if num_episodes < 1:
         raise UsageError(f"--episodes must be a positive integer, got {num_episodes}.")
-    final_path = get_dataset_path(dataset_id)
-    if final_path.exists() and not overwrite:
-        raise UsageError(f"dataset {dataset_id} already exists at {final_path}; pass --overwrite "
-                         f"to replace it.")
+    if get_dataset_path(dataset_id).exists() and not overwrite:     # fail before collecting
+        raise UsageError(f"dataset {dataset_id} already exists at {get_dataset_path(dataset_id)}; "
+                         f"pass --overwrite to replace it.")
 
     spec = recipe.env_spec()
     env = gym.make(spec)
@@ -212,6 +217,28 @@ def build_local_dataset(dataset_id: str, num_episodes: int | None = None, seed: 
     ref_episodes = _ref_episodes()
     ref_min, ref_max = reference_scores(recipe, seed, ref_episodes)
 
+    env.close()
+    return write_dataset(
+        dataset_id, buffers, overwrite, env=spec, eval_env=spec,
+        algorithm_name=f"scripted {controller.__class__.__name__} ({'/'.join(recipe.behaviours)})",
+        author=AUTHOR, author_email="none", code_permalink="collect.py in meanflow-ql",
+        ref_min_score=ref_min, ref_max_score=ref_max, num_episodes_average_score=ref_episodes,
+        description=_describe(dataset_id, recipe, num_episodes, seed, ref_episodes),
+        requirements=[f"gymnasium=={gym.__version__}", f"mujoco=={mujoco.__version__}"])
+
+
+def write_dataset(dataset_id: str, buffers: list[EpisodeBuffer], overwrite: bool,
+                  **metadata) -> minari.MinariDataset:
+    """Write whole episodes as Minari dataset `dataset_id` with Minari's own writer
+    (`minari.create_dataset_from_buffers(dataset_id, buffers, **metadata)`) and return it loaded
+    back. Staged: written under a hidden folder and renamed into place when complete, so an
+    interrupted write leaves nothing that loads and an overwritten dataset survives until then.
+
+    Raises UsageError when the dataset exists and `overwrite` is False."""
+    final_path = get_dataset_path(dataset_id)
+    if final_path.exists() and not overwrite:
+        raise UsageError(f"dataset {dataset_id} already exists at {final_path}; pass --overwrite "
+                         f"to replace it.")
     # minari.DataCollector would need jax (`minari[create]`, ~600 MB) to append steps; whole
     # episodes as EpisodeBuffers go through minari.create_dataset_from_buffers without it.
     # Written into a hidden staging root (Minari skips hidden folders when listing) under the
@@ -220,13 +247,7 @@ def build_local_dataset(dataset_id: str, num_episodes: int | None = None, seed: 
     staging = root / f".building-{uuid.uuid4().hex}"
     try:
         with _datasets_root(staging):
-            minari.create_dataset_from_buffers(
-                dataset_id=dataset_id, buffer=buffers, env=spec, eval_env=spec,
-                algorithm_name=f"scripted {controller.__class__.__name__} ({'/'.join(recipe.behaviours)})",
-                author=AUTHOR, author_email="none", code_permalink="collect.py in meanflow-ql",
-                ref_min_score=ref_min, ref_max_score=ref_max, num_episodes_average_score=ref_episodes,
-                description=_describe(dataset_id, recipe, num_episodes, seed, ref_episodes),
-                requirements=[f"gymnasium=={gym.__version__}", f"mujoco=={mujoco.__version__}"])
+            minari.create_dataset_from_buffers(dataset_id=dataset_id, buffer=buffers, **metadata)
         namespace = parse_dataset_id(dataset_id)[0]
         if namespace is not None and namespace not in list_local_namespaces():
             create_namespace(namespace)
@@ -236,8 +257,55 @@ def build_local_dataset(dataset_id: str, num_episodes: int | None = None, seed: 
         os.replace(staging / dataset_id, final_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    env.close()
     return minari.load_dataset(dataset_id)
+
+
+def build_dataset(dataset_id: str, num_episodes: int | None = None, seed: int = 0,
+                  overwrite: bool = False, progress: bool = True) -> minari.MinariDataset:
+    """Build any dataset this machine can make: a `local/...` recipe, or an OGBench single-task
+    dataset (`ogbench/<name>-play-singletask[-task<k>]-v0`) from its play file (`build_ogbench`)."""
+    if is_local(dataset_id):
+        return build_local_dataset(dataset_id, num_episodes, seed, overwrite, progress)
+    return build_ogbench(dataset_id, num_episodes, seed, overwrite, progress)
+
+
+def build_ogbench(dataset_id: str, num_episodes: int | None = None, seed: int = 0,
+                  overwrite: bool = False, progress: bool = True):
+    """`ogbench/<name>-play-v0`: OGBench's play file in its own npz layout (and its `-val`
+    split), regenerated here with OGBench's oracles unless OGBench's download is on disk; returns
+    None. `ogbench/<name>-play-singletask[-task<k>]-v0`: that file relabelled for the task with
+    OGBench's own relabelling, written as a Minari dataset (the play file first if missing).
+    Says which source it used. Raises UsageError for an id it cannot build."""
+    name = dataset_id.removeprefix(f"{ogbench.NAMESPACE}/")
+    if name in ogbench.PLAY_DATASETS:
+        for split in (name, f"{name}-val"):
+            _play_file(split, num_episodes if split == name else None, seed, overwrite, progress)
+        print(f"Single-task datasets of it: {', '.join(ogbench.singletask_ids(name))}")
+        return None
+    try:
+        task = ogbench.parse_singletask_id(dataset_id)
+    except ValueError as err:
+        raise UsageError(f"{err} Buildable OGBench ids: {', '.join(ogbench.PLAY_DATASETS)} "
+                         f"with the {ogbench.NAMESPACE}/ prefix, and their single-task ids.") \
+            from None
+    path, source = _play_file(task.dataset_name, num_episodes, seed, False, progress)
+    buffers, metadata = ogbench.singletask_episodes(dataset_id, path, source)
+    return write_dataset(dataset_id, buffers, overwrite, **metadata)
+
+
+def _play_file(name: str, num_episodes, seed: int, overwrite: bool, progress: bool):
+    found = ogbench.play_file(name)
+    if found and not (overwrite and found[1] == "regenerated"):
+        print(f"Using the {found[1]} OGBench file {found[0]}.", flush=True)
+        return found
+    path = ogbench.regenerated_npz_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"OGBench's file {ogbench.official_npz_path(name)} is not on this machine: "
+          f"regenerating {name} with OGBench's oracles into {path} (about 30 minutes for 1000 "
+          f"episodes on two free cores).", flush=True)
+    ogbench.generate_play_dataset(name, num_episodes, seed, path, workers=2, progress=progress,
+                                  overwrite=overwrite)
+    return path, "regenerated"
 
 
 def list_local_datasets() -> list[tuple[str, bool, str]]:
@@ -253,16 +321,23 @@ def format_dataset_list() -> str:
 
 
 def summarize(dataset: minari.MinariDataset) -> str:
-    """Size, mean return, mean normalised score and (Pusher) success fraction of a dataset."""
-    returns = np.array([ep.rewards.sum() for ep in dataset.iterate_episodes()])
-    score = 100 * minari.get_normalized_score(dataset, returns)
+    """Size, mean return, mean normalised score (with reference scores), and success: Pusher's
+    object within 0.1 of the goal at the end; OGBench's success state reached (mask 0)."""
+    episodes = list(dataset.iterate_episodes())
+    returns = np.array([ep.rewards.sum() for ep in episodes])
+    metadata = dataset.storage.metadata
     lines = [f"{dataset.spec.dataset_id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps",
-             f"  mean return {returns.mean():.2f} +- {returns.std():.2f}, mean normalised score "
-             f"{score.mean():.1f} (ref_min {dataset.storage.metadata['ref_min_score']:.2f}, ref_max "
-             f"{dataset.storage.metadata['ref_max_score']:.2f})"]
+             f"  mean return {returns.mean():.2f} +- {returns.std():.2f}"]
+    if metadata.get("ref_min_score") is not None:
+        score = 100 * minari.get_normalized_score(dataset, returns)
+        lines[-1] += (f", mean normalised score {score.mean():.1f} (ref_min "
+                      f"{metadata['ref_min_score']:.2f}, ref_max {metadata['ref_max_score']:.2f})")
     if dataset.spec.env_spec is not None and dataset.spec.env_spec.id == "Pusher-v5":
         lines.append(f"  object within {pusher.SUCCESS_RADIUS} of the goal (x-y) at the end: "
                      f"{100 * success_fraction(dataset):.0f}% of episodes")
+    if episodes and "mask" in (episodes[0].infos or {}):
+        reached = np.mean([np.any(ep.infos["mask"][:-1] == 0) for ep in episodes])
+        lines.append(f"  episodes that reach the task's success state: {100 * reached:.1f}%")
     return "\n".join(lines)
 
 
@@ -283,14 +358,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             return 0
         if args.dataset is None:
             raise UsageError(f"pass --dataset ID (one of: {_buildable()}) or --list.")
-        if not is_local(args.dataset):
-            raise UsageError(f"{args.dataset!r} is not a local dataset; the datasets this machine "
-                             f"can build are: {_buildable()}.")
+        if not is_buildable(args.dataset):
+            raise UsageError(f"{args.dataset!r} is not a dataset this machine can build; those "
+                             f"are: {_buildable()}.")
         start = time.perf_counter()
-        dataset = build_local_dataset(args.dataset, args.episodes, args.seed, args.overwrite,
-                                      progress=not args.no_progress)
-        print(f"built in {time.perf_counter() - start:.1f} s at {get_dataset_path(args.dataset)}")
-        print(summarize(dataset))
+        dataset = build_dataset(args.dataset, args.episodes, args.seed, args.overwrite,
+                                progress=not args.no_progress)
+        print(f"built in {time.perf_counter() - start:.1f} s")
+        if dataset is not None:
+            print(f"at {get_dataset_path(args.dataset)}\n{summarize(dataset)}")
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ OGBench's documented procedure (repo data_gen_scripts/generate_manipspace.py and
 for their facts; the driver below is our own) and writes it in OGBench's own npz layout, so
 `ogbench.load_dataset` and `make_env_and_datasets(..., dataset_path=...)` read it like the official
 file. `load_singletask` relabels such a file (regenerated or official) for one task with OGBench's
-own `relabel_dataset`, and `write_minari_singletask` stores the result as a Minari dataset.
+own `relabel_dataset`, and `singletask_episodes` turns the result into Minari episodes.
 
 OGBench's npz layout, one row per environment step, episodes back to back (1001 rows each):
 
@@ -30,25 +30,19 @@ Names: `cube-single-play-v0` is a dataset (file `cube-single-play-v0.npz`, valid
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import multiprocessing
 import os
 import re
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
-import minari
 import mujoco
 import numpy as np
 import ogbench
 from minari.data_collector import EpisodeBuffer
-from minari.dataset.minari_dataset import parse_dataset_id
-from minari.namespace import create_namespace, list_local_namespaces
-from minari.storage.datasets_root_dir import get_dataset_path
 from ogbench.manipspace.oracles.plan.button_plan import ButtonPlanOracle
 from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
 from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
@@ -72,12 +66,14 @@ PLAN_NOISE = 0.1            # generate_manipspace.py defaults for play data: --n
 PLAN_NOISE_SMOOTHING = 0.5  # --noise_smoothing=0.5, --p_random_action=0 (no random actions)
 P_STACK = {"cube-single-v0": 0.0, "scene-v0": 0.5, "puzzle-3x3-v0": 0.5}  # puzzle ignores it
 NUM_TASKS = 5
+DEFAULT_PLAY = "cube-single-play-v0"
 DEFAULT_TASK = {"cube-single-play-v0": 2, "scene-play-v0": 2, "puzzle-3x3-play-v0": 4}
 """Task of the bare `...-singletask-v0` id: `reward_task_id=0` is mapped to these in
 ogbench/manipspace/envs/{cube,scene,puzzle}_env.py `set_tasks`."""
 SPLIT_STREAM = {"train": 0, "val": 1}  # keeps validation episodes' seeds apart from training's
 NAMESPACE = "ogbench"
 AUTHOR = "meanflow-ql (builders/ogbench.py)"
+REGENERATED_DIR_ENV = "MEANFLOW_QL_OGBENCH_DIR"
 
 _SINGLETASK_RE = re.compile(
     rf"(?:{NAMESPACE}/)?(?P<stem>[a-z0-9-]+?)-play-singletask(?:-task(?P<task>\d+))?-v0")
@@ -391,20 +387,6 @@ def load_singletask(npz_path: str | os.PathLike, task_id: str) -> list[dict[str,
 # Minari
 # --------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _datasets_root(path: Path):
-    """Point Minari (which reads MINARI_DATASETS_PATH at call time) at `path` for a while."""
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(path)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["MINARI_DATASETS_PATH"]
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
-
-
 def _describe(task: SingleTask, npz_path: Path, source: str, num_episodes: int, steps: int) -> str:
     origin = {"regenerated": f"regenerated on this machine by builders/ogbench.py "
                              f"generate_play_dataset (OGBench's play recipe, our seeds), file {npz_path}",
@@ -419,41 +401,34 @@ def _describe(task: SingleTask, npz_path: Path, source: str, num_episodes: int, 
             f"episode is truncated at its last step.")
 
 
-def write_minari_singletask(dataset_id: str, npz_path: str | os.PathLike, source: str, *,
-                            overwrite: bool = False) -> minari.MinariDataset:
-    """Write an OGBench play file, relabelled for one task, as a Minari dataset with Minari's
-    own writer (`minari.create_dataset_from_buffers`), and return it loaded back.
+def singletask_episodes(dataset_id: str, npz_path: str | os.PathLike,
+                        source: str) -> tuple[list[EpisodeBuffer], dict]:
+    """An OGBench play file relabelled for one task, as whole-episode EpisodeBuffers and the
+    metadata for `minari.create_dataset_from_buffers` (collect.write_dataset writes them).
 
     Per episode of T transitions: observations (T+1, D) float32, actions (T, 5) float32,
     rewards (T,) float64 as `load_singletask`; terminations all False, truncations True only at
     the last step; infos["mask"] (T+1,) float32, aligned with observations as Minari's infos are
     (DataCollector records the reset info first): entry t is OGBench's mask of state s_t, so
-    entries 0..T-1 are the transitions' masks and entry T is the final state's. The dataset's
-    env spec is the collection env (data_collection mode, time limit = episode rows); its
-    eval_env spec is the single-task env `SingleTask.env_id`, which Minari serialises (its
-    kwargs are plain values) and `recover_environment(eval_env=True)` makes. Written into a
-    hidden staging folder under Minari's root and renamed into place when complete.
+    entries 0..T-1 are the transitions' masks and entry T is the final state's. The env spec is
+    the collection env (data_collection mode, time limit = episode rows); the eval_env spec is
+    the single-task env `SingleTask.env_id`, which Minari serialises (its kwargs are plain
+    values) and `recover_environment(eval_env=True)` makes.
 
     Args:
         dataset_id: `ogbench/<stem>-play-singletask[-task<k>]-v0` (the prefix is required here).
         npz_path: file in OGBench's layout.
         source: "regenerated" (by `generate_play_dataset`) or "official" (OGBench's download);
             recorded in the description with the file's path.
-        overwrite: replace an existing dataset with this id.
 
     Raises:
         ValueError: bad id or `source`, or a file `load_singletask` rejects.
-        FileExistsError: the dataset exists and `overwrite` is False.
     """
     task = parse_singletask_id(dataset_id)
     if not dataset_id.startswith(f"{NAMESPACE}/"):
         raise ValueError(f"Minari id must start with {NAMESPACE}/, got {dataset_id!r}.")
     if source not in ("regenerated", "official"):
         raise ValueError(f"source must be 'regenerated' or 'official', got {source!r}.")
-    final_path = get_dataset_path(dataset_id)
-    if final_path.exists() and not overwrite:
-        raise FileExistsError(f"dataset {dataset_id} exists at {final_path}; pass overwrite=True.")
-
     data = _relabelled(npz_path, task)
     starts = data["starts"]
     rewards, masks = data["rewards"].astype(np.float64), data["masks"].astype(np.float32)
@@ -472,31 +447,35 @@ def write_minari_singletask(dataset_id: str, npz_path: str | os.PathLike, source
         max_episode_steps=int(np.diff(starts).max()),
         kwargs={**collection_env.kwargs, "terminate_at_goal": False, "mode": "data_collection"})
     dim = data["observations"].shape[1]
+    metadata = dict(
+        env=collection_spec, eval_env=gym.spec(task.env_id),
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32),
+        action_space=gym.spaces.Box(-1.0, 1.0, (5,), np.float32),
+        algorithm_name="OGBench plan oracles (play data)", author=AUTHOR,
+        author_email="none", code_permalink="builders/ogbench.py in meanflow-ql",
+        description=_describe(task, Path(npz_path), source, len(buffers),
+                              int(np.sum(np.diff(starts) - 1))),
+        requirements=[f"ogbench=={importlib.metadata.version('ogbench')}",
+                      f"gymnasium=={gym.__version__}", f"mujoco=={mujoco.__version__}"])
+    return buffers, metadata
 
-    root = get_dataset_path()
-    staging = root / f".building-{uuid.uuid4().hex}"
-    try:
-        with _datasets_root(staging):
-            minari.create_dataset_from_buffers(
-                dataset_id=dataset_id, buffer=buffers, env=collection_spec,
-                eval_env=gym.spec(task.env_id),
-                observation_space=gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32),
-                action_space=gym.spaces.Box(-1.0, 1.0, (5,), np.float32),
-                algorithm_name="OGBench plan oracles (play data)", author=AUTHOR,
-                author_email="none", code_permalink="builders/ogbench.py in meanflow-ql",
-                description=_describe(task, Path(npz_path), source, len(buffers),
-                                      int(np.sum(np.diff(starts) - 1))),
-                requirements=[f"ogbench=={importlib.metadata.version('ogbench')}",
-                              f"gymnasium=={gym.__version__}", f"mujoco=={mujoco.__version__}"])
-        if NAMESPACE not in list_local_namespaces():
-            create_namespace(NAMESPACE)
-        final_path.parent.mkdir(parents=True, exist_ok=True)
-        if final_path.exists():  # overwrite: moved aside, deleted with the staging folder
-            os.replace(final_path, staging / "replaced")
-        os.replace(staging / dataset_id, final_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return minari.load_dataset(dataset_id)
+
+def regenerated_npz_path(name: str) -> Path:
+    """Where play files regenerated here are kept, in OGBench's layout:
+    `$MEANFLOW_QL_OGBENCH_DIR/<name>.npz` (default `~/.ogbench/regenerated`, beside OGBench's
+    own `~/.ogbench/data`, so an official download is never mistaken for a regenerated file)."""
+    folder = os.environ.get(REGENERATED_DIR_ENV) or "~/.ogbench/regenerated"
+    return Path(os.path.expanduser(folder)) / f"{name}.npz"
+
+
+def play_file(name: str) -> tuple[Path, str] | None:
+    """(path, "official") when OGBench's download of play file `name` is on disk, else
+    (path, "regenerated") when it was regenerated here, else None."""
+    if official_npz_path(name).is_file():
+        return official_npz_path(name), "official"
+    if regenerated_npz_path(name).is_file():
+        return regenerated_npz_path(name), "regenerated"
+    return None
 
 
 # --------------------------------------------------------------------------------------------

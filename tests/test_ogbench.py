@@ -6,9 +6,11 @@ import numpy as np
 import ogbench
 import pytest
 
+import collect
+from config import UsageError
 from builders.ogbench import (DEFAULT_TASK, PLAY_DATASETS, generate_play_dataset, load_singletask,
                               official_npz_path, parse_singletask_id, run_eval_episode,
-                              singletask_ids, write_minari_singletask)
+                              singletask_episodes, singletask_ids)
 
 CUBE_TASK2_GOAL = np.array([0.50, 0.0, 0.02])  # cube_env.py, task2_vertical1 goal_xyzs
 CUBE_QPOS = slice(14, 17)                      # qpos of the cube's position (after 14 robot joints)
@@ -216,6 +218,11 @@ def test_relabel_puzzle_by_hand_and_bare_id(tmp_path):
 # Minari and evaluation
 # --------------------------------------------------------------------------------------------
 
+def write_minari_singletask(dataset_id, npz_path, source, overwrite=False):
+    buffers, metadata = singletask_episodes(dataset_id, npz_path, source)
+    return collect.write_dataset(dataset_id, buffers, overwrite, **metadata)
+
+
 def test_minari_singletask_dataset(cube_npz, minari_path):
     dataset_id = "ogbench/cube-single-play-singletask-task2-v0"
     dataset = write_minari_singletask(dataset_id, cube_npz, "official")
@@ -238,7 +245,7 @@ def test_minari_singletask_dataset(cube_npz, minari_path):
     assert eval_env.spec.max_episode_steps == 200
     eval_env.close()
     assert not any(p.name.startswith(".building") for p in minari_path.iterdir())
-    with pytest.raises(FileExistsError):
+    with pytest.raises(UsageError, match="already exists"):
         write_minari_singletask(dataset_id, cube_npz, "official")
     replaced = write_minari_singletask(dataset_id, cube_npz, "regenerated", overwrite=True)
     assert "regenerated" in replaced.storage.metadata["description"]
