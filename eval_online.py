@@ -80,7 +80,8 @@ def env_failure(env_spec, err: BaseException) -> str:
     fix = ("Pass an installed Gymnasium id with --env." if isinstance(err, gym.error.Error)
            else "Install what it needs, or pass another environment (for instance a newer "
                 "version of it) with --env.")
-    return f"Environment {name} cannot be made ({type(err).__name__}: {first_line(err)}). {fix}"
+    cause = first_line(err).rstrip(".")
+    return f"Environment {name} cannot be made ({type(err).__name__}: {cause}). {fix}"
 
 
 class OneEnv:
