@@ -50,6 +50,10 @@ class TrainConfig:
     """Actions of each predicted chunk executed before replanning (<= pred_horizon)."""
     val_fraction: float = 0.1
     """Fraction of episodes held out for validation and `main.py test`."""
+    clip_dataset_actions: bool = True
+    """Clip dataset actions that lie outside the declared action space to its bounds, in training
+    and testing alike (how many there are is printed when the data loads); --no-clip-dataset-actions
+    keeps them as recorded."""
     num_workers: int = 0
     """DataLoader worker processes. Batches are index gathers on in-memory tensors, so 0 is
     usually fastest."""
@@ -194,6 +198,12 @@ class TrainConfig:
     def learns_q(self) -> bool:
         """Whether the run is Q learning (a Q term or CQL), not pure behaviour cloning."""
         return self.actor_q_weight > 0 or self.cql_alpha > 0
+
+    @property
+    def trains_critic(self) -> bool:
+        """Whether Q learning runs (pure behaviour cloning, with no Q term, no CQL and one
+        candidate, never reads the critic and so never uses gamma)."""
+        return self.actor_q_weight > 0 or self.cql_alpha > 0 or self.num_candidates > 1
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -8,10 +8,31 @@ Every step t of an episode starts one window. With obs_horizon = 3 and pred_hori
     next obs:                      |o | |o | |o | bootstrap window, ends at t + pred_horizon
 
 At an episode's start the history repeats the first observation. Chunk steps past the episode's
-end repeat its last action and are flagged invalid in `mask`; the chunk reward sums only valid
-steps, the bootstrap window is clipped to the episode's final observation, and `terminal` says
-that a true termination (not a time-limit truncation) ends the episode inside the chunk, so the
-TD target must not bootstrap.
+end repeat its last action and are flagged invalid in `mask`; the bootstrap window is clipped to
+the episode's final observation.
+
+Terminations. Each episode carries a per-step boolean array `terminals`: True at a step whose
+transition ends in a true termination (not a time-limit truncation). A Minari episode is split at
+each termination: terminations at steps k1 < k2 < ... give the pieces [0..k1], [k1+1..k2], ...,
+each ending in its termination, and a last piece that ends in a truncation unless its last step
+is a termination (D4RL ant-maze data converted by splitting on timeouts holds such mid-episode
+terminations). If a window's chunk [t, t + pred_horizon) holds a terminal step k, its reward sums
+the discounted rewards of steps t..k only, `valid_steps` counts t..k and `terminal` is True (the
+TD target does not bootstrap); `mask`, the behaviour-cloning weight, still marks every chunk step
+inside the episode. This holds for a terminal step anywhere in an episode, not only at its end.
+
+    terminals:  . . . . T . . .      one terminal step, k = 4
+    chunk at t=2:   |a|a|a|a|        pred_horizon = 4: reward of steps 2..4, valid_steps 3,
+    reward steps:   |r|r|r|          terminal; mask all True
+
+OGBench's single-task datasets keep their whole 1001-step episodes and mark success states in
+`infos["mask"]` (0 = no bootstrap after a step from that state, OGBench's `masks`): those steps
+become terminal steps too, without splitting, so histories, the split and chunks follow the
+real episodes.
+
+Actions outside the dataset's declared action space are counted and reported when the data
+loads, then clipped to the bounds for training and testing alike (the policy's actions are
+clipped the same way); `--no-clip-dataset-actions` keeps them as recorded.
 """
 
 from __future__ import annotations
@@ -50,6 +71,12 @@ def load_dataset(dataset_id: str, build: Callable[[str], object] | None = None):
         try:
             return minari.load_dataset(dataset_id)
         except Exception as err:  # noqa: BLE001 - a present but unreadable dataset
+            dataset = without_env_specs(folder / "data")
+            if dataset is not None:
+                print(f"Dataset {dataset_id}: its stored environment spec cannot be rebuilt by "
+                      f"this Gymnasium ({dataset.env_spec_problem}); its data loads without it. "
+                      f"Online evaluation then needs --env ENV_ID.", flush=True)
+                return dataset
             raise UsageError(
                 f"Dataset {dataset_id} is on disk at {folder} but cannot be read "
                 f"({first_line(err)}): a data file is missing or corrupt. Move the folder away "
@@ -76,6 +103,52 @@ def load_dataset(dataset_id: str, build: Callable[[str], object] | None = None):
         raise UsageError(f"Dataset {dataset_id} is not on disk and could not be downloaded "
                          f"({first_line(err)}). Check the id with `minari list remote`. "
                          f"{by_hand}") from None
+
+
+def without_env_specs(data_path):
+    """The dataset at `data_path` read without its stored env specs, when those (and only those)
+    cannot be parsed by this Gymnasium (an older one wrote fields such as `autoreset` and
+    `apply_api_compatibility: true` that EnvSpec no longer has); else None. Training never needs
+    the environment. The returned dataset's `env_spec_problem` says what failed."""
+    import minari
+    from gymnasium.envs.registration import EnvSpec
+    from minari.dataset.minari_storage import MinariStorage
+
+    try:
+        metadata = MinariStorage.read_raw_metadata(data_path)
+    except Exception:  # noqa: BLE001 - unreadable metadata: a corrupt dataset, not an old spec
+        return None
+    problem = None
+    for key in ("env_spec", "eval_env_spec"):
+        if isinstance(metadata.get(key), str):
+            text = (metadata[key].replace('"order_enforce": true,', "")   # as Minari reads it
+                    .replace('"apply_api_compatibility": false,', "")
+                    .replace('"autoreset": false, ', ""))
+            try:
+                EnvSpec.from_json(text)
+            except Exception as err:  # noqa: BLE001
+                cause = err.__cause__ or err
+                problem = problem or f"{key}: {type(cause).__name__}: {first_line(cause)}"
+    if problem is None:
+        return None
+    try:
+        storage = MinariStorage.read(data_path)
+        parent = type(storage)
+
+        class StorageWithoutEnvSpecs(parent):
+            @property
+            def metadata(self):
+                values = parent.metadata.fget(self)
+                values.pop("env_spec", None)
+                values.pop("eval_env_spec", None)
+                return values
+
+        storage.__class__ = StorageWithoutEnvSpecs
+        dataset = minari.MinariDataset(storage)
+    except Exception:  # noqa: BLE001 - something else is broken too
+        return None
+    dataset.env_spec_problem = problem
+    return dataset
 
 
 def first_line(err: BaseException) -> str:
@@ -163,7 +236,8 @@ class Normalizer(nn.Module):
 # --- episodes ---------------------------------------------------------------------------------
 
 def read_episodes(dataset, keys: list[str]) -> list[dict]:
-    """Every episode as numpy arrays: obs (T+1, D), actions (T, A), rewards (T,), terminated."""
+    """Every episode, split at its terminations (module docstring), as numpy arrays:
+    obs (T+1, D), actions (T, A), rewards (T,), terminals (T,) bool."""
     try:
         return _read_episodes(dataset, keys)
     except (OSError, KeyError, ValueError, TypeError) as err:
@@ -186,11 +260,64 @@ def _read_episodes(dataset, keys: list[str]) -> list[dict]:
                 f"Episode {episode.id} of dataset {dataset.spec.dataset_id} holds NaN or infinite "
                 "values (observations, actions or rewards); the trainer refuses non-finite data. "
                 "Clean the dataset (minari.MinariDataset.filter_episodes can drop such episodes).")
-        episodes.append({"obs": obs, "actions": actions, "rewards": rewards,
-                         "terminated": bool(np.any(episode.terminations))})
+        terminals = np.asarray(episode.terminations, dtype=bool).reshape(-1)
+        pieces = split_at_terminations({"obs": obs, "actions": actions, "rewards": rewards,
+                                        "terminals": terminals,
+                                        "stops": bootstrap_stops(episode, len(actions))})
+        for piece in pieces:
+            piece["terminals"] = piece["terminals"] | piece.pop("stops")
+        episodes += pieces
     if not episodes:
         raise UsageError(f"Dataset {dataset.spec.dataset_id} holds no episode with any step.")
     return episodes
+
+
+def bootstrap_stops(episode, length: int) -> np.ndarray:
+    """(T,) steps after which the TD target must not bootstrap though the episode goes on:
+    OGBench's single-task `mask` (0 at a success state, where the task's value is its reward),
+    stored per observation in `infos["mask"]`; all False for other datasets."""
+    infos = episode.infos or {}
+    if "mask" not in infos:
+        return np.zeros(length, dtype=bool)
+    return np.asarray(infos["mask"]).reshape(-1)[:length] == 0
+
+
+def split_at_terminations(episode: dict) -> list[dict]:
+    """One episode as pieces that each end at a termination, the last one possibly truncated."""
+    ends = list(np.flatnonzero(episode["terminals"]) + 1)
+    if not ends or ends[-1] != len(episode["actions"]):
+        ends.append(len(episode["actions"]))
+    pieces, start = [], 0
+    for end in ends:
+        pieces.append({key: value[start:end + 1] if key == "obs" else value[start:end]
+                       for key, value in episode.items()})
+        start = end
+    return pieces
+
+
+def out_of_bounds_actions(episodes: list[dict], low: np.ndarray, high: np.ndarray,
+                          clip: bool) -> str | None:
+    """Count (and, with `clip`, clip in place) action values outside [low, high]; a sentence
+    saying how many and how far, or None when all lie inside."""
+    count, total, worst = 0, 0, 0.0
+    for episode in episodes:
+        actions = episode["actions"]
+        excess = np.maximum(actions - high, low - actions)              # > 0 outside
+        outside = excess > 0
+        count += int(outside.sum())
+        total += actions.size
+        if outside.any():
+            worst = max(worst, float(excess[outside].max()))
+            if clip:
+                np.clip(actions, low, high, out=actions)
+    if count == 0:
+        return None
+    treated = ("clipped to the bounds for training and testing (--no-clip-dataset-actions keeps "
+               "them)" if clip else "kept as recorded (--no-clip-dataset-actions); the policy's "
+               "own actions are still clipped to the bounds")
+    return (f"{count} of {total} action values ({100 * count / total:.1f}%) lie outside the "
+            f"declared action space [{low.min():g}, {high.max():g}], by up to {worst:.3g}: "
+            f"{treated}.")
 
 
 def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -261,20 +388,26 @@ def episode_windows(episode: dict, obs_offset: int, action_offset: int, obs_hori
     steps = t + chunk
     mask = steps < length
     action_index = np.minimum(steps, length - 1) + action_offset
-    next_t = np.minimum(t + pred_horizon, length)
+    # The first terminal step at or after each t (length where none): rewards stop after it.
+    terminal_steps = np.where(np.asarray(episode["terminals"], bool), np.arange(length), length)
+    next_terminal = np.minimum.accumulate(terminal_steps[::-1])[::-1][:, None]
+    terminal = (next_terminal[:, 0] < length) & (next_terminal[:, 0] < t[:, 0] + pred_horizon)
+    rewarded = steps <= np.minimum(next_terminal, length - 1)        # (T, pred_horizon)
+    next_t = np.minimum(t + pred_horizon, np.minimum(next_terminal + 1, length))
     next_obs_index = np.clip(next_t + history, 0, length) + obs_offset
     rewards = np.concatenate([episode["rewards"], np.zeros(pred_horizon)])
     discounts = gamma ** np.arange(pred_horizon)
-    chunk_reward = (rewards[steps] * discounts * mask).sum(1)
+    chunk_reward = (rewards[steps] * discounts * rewarded).sum(1)
     return {
         "obs": obs_index.astype(np.int64),
         "actions": action_index.astype(np.int64),
         "mask": mask,
         "chunk_reward": chunk_reward.astype(np.float32),
         "next_obs": next_obs_index.astype(np.int64),
-        "valid_steps": mask.sum(1).astype(np.int64),
-        "terminal": episode["terminated"] & (t[:, 0] + pred_horizon >= length),
-        "mc_return": discounted_returns(episode["rewards"], gamma).astype(np.float32),
+        "valid_steps": rewarded.sum(1).astype(np.int64),
+        "terminal": terminal,
+        "mc_return": discounted_returns(episode["rewards"], gamma,
+                                        episode["terminals"]).astype(np.float32),
     }
 
 
@@ -314,7 +447,11 @@ class MinariDataModule(L.LightningDataModule):
                 "the MeanFlow actor generates continuous (Box) actions.")
         self.action_low = np.broadcast_to(action_space.low, action_space.shape).reshape(-1)
         self.action_high = np.broadcast_to(action_space.high, action_space.shape).reshape(-1)
-        episodes = read_episodes(dataset, self.obs_keys)
+        episodes, self.actions_note = self._read()
+        if self.actions_note:
+            print(f"Dataset {dataset.spec.dataset_id}: {self.actions_note}", flush=True)
+        # Whether any episode ends in a true termination (gamma = 1 needs one, see main.py).
+        self.any_terminal = any(e["terminals"].any() for e in episodes)
         self.train_ids, self.val_ids = split_episodes(len(episodes), cfg.val_fraction, cfg.seed)
         train = [episodes[i] for i in self.train_ids]
         self.obs_dim = train[0]["obs"].shape[1]
@@ -328,10 +465,18 @@ class MinariDataModule(L.LightningDataModule):
         self.train_set = make(train)
         self.val_set = make([episodes[i] for i in self.val_ids]) if self.val_ids else None
 
+    def _read(self) -> tuple[list[dict], str | None]:
+        """The episodes, their actions clipped to the bounds unless the config keeps them, and
+        what was outside the bounds (None when nothing was)."""
+        episodes = read_episodes(self.minari_dataset, self.obs_keys)
+        note = out_of_bounds_actions(episodes, self.action_low, self.action_high,
+                                     clip=self.cfg.clip_dataset_actions)
+        return episodes, note
+
     def use_normalizers(self, obs_normalizer: Normalizer, action_normalizer: Normalizer) -> None:
         """Re-window with saved statistics (a checkpoint's), so test data matches training."""
         self.obs_normalizer, self.action_normalizer = obs_normalizer, action_normalizer
-        episodes = read_episodes(self.minari_dataset, self.obs_keys)
+        episodes, _ = self._read()
         make = lambda ids: WindowedEpisodes([episodes[i] for i in ids], obs_normalizer,
                                             action_normalizer, self.cfg.obs_horizon,
                                             self.cfg.pred_horizon, self.cfg.gamma)

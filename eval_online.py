@@ -22,7 +22,7 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")   # headless MuJoCo rendering
 
 from config import TEST_SEED, VALIDATION_SEED, UsageError  # noqa: E402
-from dataset import add_batch_axis, load_dataset  # noqa: E402
+from dataset import add_batch_axis, first_line, load_dataset  # noqa: E402
 from policy import MeanFlowPolicy, ZeroPolicy, load_checkpoint  # noqa: E402
 from builders import pusher  # noqa: E402
 
@@ -35,6 +35,8 @@ def validation_seed(training_seed: int) -> int:
 # --- environments ------------------------------------------------------------------------------
 
 def environment_spec_or_none(dataset):
+    """The dataset's evaluation env spec, else its collection env spec, else None (also when
+    the stored spec could not be rebuilt, see `dataset.load_dataset`)."""
     spec = dataset.spec
     return getattr(spec, "eval_env_spec", None) or getattr(spec, "env_spec", None)
 
@@ -45,9 +47,16 @@ def environment_spec(dataset, env_id: str | None):
         return env_id
     env_spec = environment_spec_or_none(dataset)
     if env_spec is None:
-        raise UsageError(f"Dataset {dataset.spec.dataset_id} records no environment, so there is nothing "
-                         "to roll out in. Pass one with --env ENV_ID (a Gymnasium id).")
+        problem = getattr(dataset, "env_spec_problem", None)
+        why = (f"its stored environment spec cannot be rebuilt by this Gymnasium ({problem})"
+               if problem else "it records no environment")
+        raise UsageError(f"Dataset {dataset.spec.dataset_id} cannot be rolled out in: {why}. "
+                         "Pass the environment with --env ENV_ID (a Gymnasium id).")
     return env_spec
+
+
+def env_name(env_spec) -> str:
+    return str(getattr(env_spec, "id", env_spec))
 
 
 def make_env_fn(env_spec, **kwargs):
@@ -55,6 +64,30 @@ def make_env_fn(env_spec, **kwargs):
         import gymnasium as gym
         return gym.make(env_spec, **kwargs)
     return make
+
+
+def make_env(env_spec, **kwargs):
+    """gym.make, with any failure turned into one UsageError naming the env and the cause."""
+    try:
+        return make_env_fn(env_spec, **kwargs)()
+    except Exception as err:  # noqa: BLE001 - every failure to make an env gets one message
+        raise UsageError(env_failure(env_spec, err)) from None
+
+
+def env_failure(env_spec, err: BaseException) -> str:
+    import gymnasium as gym
+
+    name = env_name(env_spec)
+    if isinstance(err, ModuleNotFoundError) and err.name:
+        package = err.name.split(".")[0]
+        return (f"Environment {name} cannot be made: its code is in the Python package "
+                f"`{package}`, which is not installed. Install it (`pip install "
+                f"{package.replace('_', '-')}`), or pass another environment with --env.")
+    fix = ("Pass an installed Gymnasium id with --env." if isinstance(err, gym.error.Error)
+           else "Install what it needs, or pass another environment (for instance a newer "
+                "version of it) with --env.")
+    cause = first_line(err).rstrip(".")
+    return f"Environment {name} cannot be made ({type(err).__name__}: {cause}). {fix}"
 
 
 class OneEnv:
@@ -89,11 +122,8 @@ class OneEnv:
 def make_vector_env(env_spec, num_envs: int):
     """`num_envs` environments stepped together; several run in processes."""
     import gymnasium as gym
-    try:
-        first = make_env_fn(env_spec)()
-    except gym.error.Error as err:
-        raise UsageError(f"Environment {getattr(env_spec, 'id', env_spec)} cannot be made: "
-                         f"{err} Pass an installed Gymnasium id with --env.") from None
+
+    first = make_env(env_spec)
     if num_envs == 1:
         return OneEnv(first)
     first.close()
@@ -277,7 +307,11 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
     dataset_id = dataset_id or model.hparams["dataset_id"]
     dataset = load_dataset(dataset_id)
     if missing_env_ok and not env_id and environment_spec_or_none(dataset) is None:
-        print(f"Dataset {dataset_id} records no environment: no online evaluation.")
+        problem = getattr(dataset, "env_spec_problem", None)
+        print(f"Dataset {dataset_id} " + (
+            f"has an environment spec this Gymnasium cannot rebuild ({problem}): no online "
+            f"evaluation. Evaluate with `python eval_online.py --checkpoint {checkpoint} --env "
+            f"ENV_ID`." if problem else "records no environment: no online evaluation."))
         return None
     env_spec = environment_spec(dataset, env_id)
     envs = make_vector_env(env_spec, min(num_envs, episodes))
@@ -289,7 +323,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
         envs.close()
     summary = summarize(results, dataset)
     summary.update(checkpoint=str(checkpoint), dataset=dataset_id, seed=seed,
-                   env=str(getattr(env_spec, "id", env_spec)),
+                   env=env_name(env_spec),
                    action_horizon=policy.action_horizon, num_candidates=policy.num_candidates)
     print(format_summary(summary))
     out = checkpoint.with_name(checkpoint.stem + ".online.json")

@@ -157,6 +157,18 @@ def train(cfg: TrainConfig, resume: str | None = None,
         cfg = resumed_config(checkpoint_path, typed or {})
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=collect.build_local_dataset))
+    if cfg.gamma == 1 and cfg.trains_critic and not data.any_terminal:
+        raise UsageError(
+            f"--gamma 1 with Q learning needs episodes that end in a true termination, and no "
+            f"episode of {cfg.dataset} does: every one is cut by a time limit, so the TD target "
+            f"bootstraps forever and has no finite fixed point. Use a discount below 1 (e.g. "
+            f"--gamma 0.99), or train pure behaviour cloning (--actor-q-weight 0 --cql-alpha 0).")
+    env_spec = None
+    if cfg.eval_every > 0:
+        # Made once now, so a missing environment fails in seconds, before any update.
+        import eval_online
+        env_spec = eval_online.environment_spec(data.minari_dataset, None)
+        eval_online.make_env(env_spec).close()
     model = MeanFlowQL.from_data(cfg, data)
 
     if not resume:
@@ -176,7 +188,6 @@ def train(cfg: TrainConfig, resume: str | None = None,
     callbacks = [TQDMProgressBar(refresh_rate=20)]
     if cfg.eval_every > 0:
         import eval_online
-        env_spec = eval_online.environment_spec(data.minari_dataset, None)
         callbacks.append(eval_online.make_online_eval_callback(
             data.minari_dataset, env_spec, cfg.eval_every, cfg.eval_episodes,
             eval_online.validation_seed(cfg.seed)))
@@ -389,11 +400,17 @@ def main(argv: list[str] | None = None) -> int:
             if best is not None and not args.skip_online_eval:
                 import eval_online
                 print(f"Online evaluation of {best.name} (--skip-online-eval skips it):")
-                # Validation seeds: a figure to develop with; `test` reports on test seeds.
-                eval_online.evaluate_checkpoint(best, log_to_tensorboard=True,
-                                                missing_env_ok=True,
-                                                seed=eval_online.validation_seed(
-                                                    config_from_args(args, parser).seed))
+                try:
+                    # Validation seeds: a figure to develop with; `test` reports on test seeds.
+                    eval_online.evaluate_checkpoint(best, log_to_tensorboard=True,
+                                                    missing_env_ok=True,
+                                                    seed=eval_online.validation_seed(
+                                                        config_from_args(args, parser).seed))
+                except UsageError as err:
+                    raise UsageError(
+                        f"Training finished and its checkpoints are kept ({best.parent}), but "
+                        f"the online evaluation failed. {err} Evaluate later with `python "
+                        f"eval_online.py --checkpoint {best} --env ENV_ID`.") from None
         elif args.command == "test":
             test(args)
     except UsageError as err:

@@ -301,7 +301,7 @@ class MeanFlowQL(L.LightningModule):
         self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
         # Pure behaviour cloning (no Q term, no CQL, one candidate) never reads the critic:
         # it is not trained then, which makes the baseline cheaper and changes nothing else.
-        self.trains_critic = c.actor_q_weight > 0 or c.cql_alpha > 0 or c.num_candidates > 1
+        self.trains_critic = c.trains_critic
         # Lightning's global_step counts both optimizers' steps; this counts updates.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 

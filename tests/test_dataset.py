@@ -69,11 +69,11 @@ def test_no_window_crosses_an_episode_boundary(toy_dataset):
 
 def test_only_the_last_chunk_of_a_terminated_episode_is_terminal():
     episode = {"obs": np.zeros((7, 1), np.float32), "actions": np.zeros((6, 1), np.float32),
-               "rewards": np.ones(6), "terminated": True}
+               "rewards": np.ones(6), "terminals": np.arange(6) == 5}
     rows = episode_windows(episode, 0, 0, obs_horizon=1, pred_horizon=3, gamma=1.0)
     assert rows["terminal"].tolist() == [False, False, False, True, True, True]
     assert rows["chunk_reward"].tolist() == [3, 3, 3, 3, 2, 1]
-    episode["terminated"] = False
+    episode["terminals"] = np.zeros(6, bool)
     rows = episode_windows(episode, 0, 0, obs_horizon=1, pred_horizon=3, gamma=1.0)
     assert not rows["terminal"].any()
 

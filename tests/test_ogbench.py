@@ -255,3 +255,21 @@ def test_eval_env_reports_success():
     result = run_eval_episode("cube-single-singletask-task2-v0", "zero", seed=0)
     assert result == {"steps": 200, "return": -200.0, "success": False, "terminated": False,
                       "truncated": True}
+
+
+def test_success_masks_stop_bootstrapping_without_cutting_episodes(cube_npz, minari_path):
+    """Masks [1, 0, 0, 1, 0 | 1] and [1, 0 | 1]: every chunk holding a mask-0 step ends there
+    (reward to it, no bootstrap), but the episodes stay whole (7 windows, unbroken history)."""
+    from config import TrainConfig
+    from dataset import MinariDataModule
+    dataset_id = "ogbench/cube-single-play-singletask-task2-v0"
+    write_minari_singletask(dataset_id, cube_npz, "official")
+    cfg = TrainConfig(dataset=dataset_id, obs_horizon=2, pred_horizon=2, action_horizon=2,
+                      val_fraction=0.0, gamma=0.5)
+    windows = MinariDataModule(cfg, minari.load_dataset(dataset_id)).train_set.index
+    assert len(windows["terminal"]) == 7
+    assert windows["terminal"].tolist() == [True] * 7
+    assert windows["valid_steps"].tolist() == [2, 1, 1, 2, 1, 2, 1]
+    # rewards [-1, 0, 0, -1, 0] and [-1, 0]: the chunk at step 3 sums -1 + 0.5 * 0.
+    assert windows["chunk_reward"].tolist() == [-1.0, 0.0, 0.0, -1.0, 0.0, -1.0, 0.0]
+    assert windows["obs"][2].tolist() == [1, 2]            # history runs through step 1
