@@ -163,7 +163,7 @@ def _on_disk(dataset_id: str) -> bool:
 
 
 @contextlib.contextmanager
-def _datasets_root(path: Path):
+def datasets_root(path: Path):
     """Point Minari (which reads MINARI_DATASETS_PATH at call time) at `path` for a while."""
     old = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(path)
@@ -246,7 +246,7 @@ def write_dataset(dataset_id: str, buffers: list[EpisodeBuffer], overwrite: bool
     root = get_dataset_path()
     staging = root / f".building-{uuid.uuid4().hex}"
     try:
-        with _datasets_root(staging):
+        with datasets_root(staging):
             minari.create_dataset_from_buffers(dataset_id=dataset_id, buffer=buffers, **metadata)
         namespace = parse_dataset_id(dataset_id)[0]
         if namespace is not None and namespace not in list_local_namespaces():

@@ -31,11 +31,13 @@ for dataset in $DATASETS; do          # build each dataset once, before runs sha
 done
 
 jobs_file=$(mktemp)
-for dataset in $DATASETS; do
-  for seed in $SEEDS; do
+for seed in $SEEDS; do               # every dataset's first seed before any second seed
+  for dataset in $DATASETS; do
     for method in $METHODS; do
       flags=""
-      [ "$method" = meanflow_bc ] && flags="--actor-q-weight 0 --cql-alpha 0"
+      # BC without early stopping: both methods spend the same update budget, and the table
+      # compares their final checkpoints.
+      [ "$method" = meanflow_bc ] && flags="--actor-q-weight 0 --cql-alpha 0 --patience 0"
       # No trailing blank: xargs -L would join the next line to this one.
       echo "$dataset $seed $method${TAG:+-$TAG}${flags:+ $flags}${EXTRA:+ $EXTRA}" >> "$jobs_file"
     done

@@ -1,7 +1,6 @@
 """Environments a user meets through the CLI (issue #15, items 2 and 3): ones that cannot be made
 or rebuilt, nested Dict observations, and a point-maze rollout with a success rate."""
 
-import contextlib
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 from gymnasium.envs.registration import EnvSpec
 from minari.data_collector import EpisodeBuffer
 
+import collect
 import tests.toy_envs  # noqa: F401 - registers NestedToy-v0
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,20 +55,6 @@ def rollouts(env, episodes: int, seed: int, controller) -> list[EpisodeBuffer]:
     return buffers
 
 
-@contextlib.contextmanager
-def minari_store(path):
-    """MINARI_DATASETS_PATH set to `path` inside the block (a module fixture cannot monkeypatch)."""
-    saved = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(path)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MINARI_DATASETS_PATH")
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = saved
-
-
 def random_actions(obs, rng):
     return rng.uniform(-1, 1, 2).astype(np.float32)
 
@@ -78,7 +64,7 @@ def nested(tmp_path_factory):
     """A nested-Dict dataset written with Minari's writer, and a checkpoint trained on it."""
     base = tmp_path_factory.mktemp("nested")
     env = {**os.environ, "MINARI_DATASETS_PATH": str(base / "minari")}
-    with minari_store(env["MINARI_DATASETS_PATH"]):
+    with collect.datasets_root(env["MINARI_DATASETS_PATH"]):
         toy = gym.make("NestedToy-v0")
         buffers = rollouts(toy, 8, 0, random_actions)
         for dataset_id in ("toy/nested/dict-v0", "toy/nested/old-spec-v0"):
@@ -129,7 +115,7 @@ def gone_dataset(env):
     toy env, then its stored spec pointed at the missing package (Minari's writer makes the env,
     so it cannot write such a dataset directly)."""
     toy = gym.make("NestedToy-v0")
-    with minari_store(env["MINARI_DATASETS_PATH"]):
+    with collect.datasets_root(env["MINARI_DATASETS_PATH"]):
         minari.create_dataset_from_buffers("toy/gone/env-v0",
                                            rollouts(toy, 4, 0, random_actions), env=toy,
                                            algorithm_name="random")

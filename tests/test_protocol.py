@@ -10,14 +10,7 @@ from config import TrainConfig
 from dataset import MinariDataModule, discounted_returns
 from main import result_checkpoint
 from meanflow_ql import MeanFlowQL, compute_actor_loss, flat, sample_times
-
-
-def small_config(**overrides):
-    values = dict(obs_horizon=2, pred_horizon=3, action_horizon=2, batch_size=4,
-                  actor_hidden_dim=32, critic_hidden_dim=32, actor_num_layers=2,
-                  critic_num_layers=2, val_fraction=0.34, cql_alpha=1.0, actor_q_weight=1.0)
-    values.update(overrides)
-    return TrainConfig(**values)
+from test_meanflow import small_config
 
 
 def model_and_batch(toy_dataset, **overrides):
