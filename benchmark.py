@@ -400,7 +400,7 @@ def main() -> int:
 
     import collect
     from dataset import load_dataset
-    dataset = load_dataset(args.dataset, build=collect.build_local_dataset)
+    dataset = load_dataset(args.dataset, build=collect.build_for_training)
     results = {"machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
                            "processor": platform.processor() or platform.machine(),
                            "torch": torch.__version__, "device": "cpu"},

@@ -57,11 +57,17 @@ MIN_STD = 1e-2
 
 # --- finding a dataset: local copy, local build, download ------------------------------------
 
-def load_dataset(dataset_id: str, build: Callable[[str], object] | None = None):
-    """A MinariDataset: the local copy, else built here by `build(dataset_id)` for `local/...`
-    ids (main.py passes `collect.build_local_dataset`), else Minari's download.
+# Namespaces of the datasets this project builds itself (collect.py): local recipes, and
+# OGBench's datasets regenerated with its own oracles (or converted from its download).
+BUILT_HERE = ("local/", "ogbench/")
 
-    Raises UsageError when the copy on disk is unreadable, when a `local/...` dataset is missing
+
+def load_dataset(dataset_id: str, build: Callable[[str], object] | None = None):
+    """A MinariDataset: the local copy, else built here by `build(dataset_id)` for ids this
+    project builds (`local/...`, `ogbench/...`; main.py passes `collect.build_for_training`), else
+    Minari's download.
+
+    Raises UsageError when the copy on disk is unreadable, when a dataset built here is missing
     and no builder is given, or when the download fails (within seconds without a network).
     """
     import minari
@@ -82,7 +88,7 @@ def load_dataset(dataset_id: str, build: Callable[[str], object] | None = None):
                 f"({first_line(err)}): a data file is missing or corrupt. Move the folder away "
                 f"and build it again (`python main.py collect --dataset {dataset_id} "
                 f"--overwrite` for local ids) or download it again.") from None
-    if dataset_id.startswith("local/"):
+    if dataset_id.startswith(BUILT_HERE):
         if build is None:
             raise UsageError(f"Dataset {dataset_id} is not on disk (under "
                              f"{minari.storage.get_dataset_path()}). Build it with `python main.py "

@@ -37,8 +37,16 @@ def validation_seed(training_seed: int) -> int:
 def environment_spec_or_none(dataset):
     """The dataset's evaluation env spec, else its collection env spec, else None (also when
     the stored spec could not be rebuilt, see `dataset.load_dataset`)."""
-    spec = dataset.spec
-    return getattr(spec, "eval_env_spec", None) or getattr(spec, "env_spec", None)
+    import gymnasium as gym
+
+    # Minari 0.5 keeps the evaluation env only as JSON in the metadata (spec has env_spec only).
+    stored = dataset.storage.metadata.get("eval_env_spec")
+    if stored:
+        try:
+            return gym.envs.registration.EnvSpec.from_json(stored)
+        except Exception:  # noqa: BLE001 - an unrebuildable spec: fall back to the collection env
+            pass
+    return getattr(dataset.spec, "env_spec", None)
 
 
 def environment_spec(dataset, env_id: str | None):

@@ -156,7 +156,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
         checkpoint_path, run_dir = resume_point(resume)
         cfg = resumed_config(checkpoint_path, typed or {})
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=collect.build_local_dataset))
+    data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=collect.build_for_training))
     if cfg.gamma == 1 and cfg.trains_critic and not data.any_terminal:
         raise UsageError(
             f"--gamma 1 with Q learning needs episodes that end in a true termination, and no "

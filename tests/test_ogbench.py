@@ -273,3 +273,40 @@ def test_success_masks_stop_bootstrapping_without_cutting_episodes(cube_npz, min
     # rewards [-1, 0, 0, -1, 0] and [-1, 0]: the chunk at step 3 sums -1 + 0.5 * 0.
     assert windows["chunk_reward"].tolist() == [-1.0, 0.0, 0.0, -1.0, 0.0, -1.0, 0.0]
     assert windows["obs"][2].tolist() == [1, 2]            # history runs through step 1
+
+
+def test_a_single_task_id_trains_and_tests_with_a_success_rate(tmp_path):
+    """`main.py train --dataset ogbench/...-singletask-task2-v0` builds the Minari dataset from a
+    regenerated play file, trains; `main.py test` evaluates in the single-task env and reports
+    the success rate; a play id is refused as a training set."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    folder = tmp_path / "regenerated"
+    generate_play_dataset("cube-single-play-v0", 3, seed=0, workers=1, progress=False,
+                          out_path=folder / "cube-single-play-v0.npz", episode_length=40)
+    env = {**os.environ, "HOME": str(tmp_path), "MINARI_DATASETS_PATH": str(tmp_path / "minari"),
+           "MEANFLOW_QL_OGBENCH_DIR": str(folder)}
+    run = lambda *args: subprocess.run([sys.executable, str(root / "main.py"), *args], env=env,
+                                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    dataset_id = "ogbench/cube-single-play-singletask-task2-v0"
+    trained = run("train", "--dataset", dataset_id, "--max-updates", "8", "--batch-size", "16",
+                  "--actor-hidden-dim", "32", "--critic-hidden-dim", "32", "--skip-online-eval")
+    assert trained.returncode == 0, trained.stderr
+    assert f"Using the regenerated OGBench file {folder / 'cube-single-play-v0.npz'}" \
+        in trained.stdout
+    tested = run("test", "--dataset", dataset_id, "--episodes", "2")
+    assert tested.returncode == 0, tested.stderr
+    assert "in cube-single-singletask-task2-v0 over 2 episodes" in tested.stdout
+    assert "success rate:" in tested.stdout
+    online = json.loads(next(tmp_path.glob("runs/*/checkpoints/last.online.json")).read_text())
+    assert online["env"] == "cube-single-singletask-task2-v0"
+    assert online["success_rate"] in (0.0, 0.5, 1.0)
+    assert all(length <= 200 for length in [online["length_mean"]])
+    refused = run("train", "--dataset", "ogbench/cube-single-play-v0", "--max-updates", "1")
+    assert refused.returncode == 2 and "not one to train on" in refused.stderr
+    assert "cube-single-play-singletask-task2-v0" in refused.stderr
