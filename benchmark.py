@@ -4,7 +4,8 @@
 
 1. matmul limit     float32 GFLOP/s of a large matmul, before and after (2), the higher kept
 2. training         updates/s and samples/s of the full update (critic + actor) at batch
-                    256 / 1024 / 4096, achieved GFLOP/s as a fraction of (1)
+                    256 / 1024 / 4096, achieved GFLOP/s as a fraction of (1); at 256, the
+                    update with the critic frozen during the actor's loss against without
 3. JVP cost         the actor's MeanFlow step / a flow-matching step on the same network
 4. data             batches/s the DataModule delivers at batch 4096 / batches/s training uses
 5. acting           act() latency at batch 1 / one raw forward; chunks/s at batch 256
@@ -41,7 +42,8 @@ TARGETS = {
     "act_over_forward": ("<=", 1.3),
     "lightning_overhead": ("<=", 0.10),
     "peak_rss_gib": ("<=", 4.0),
-    "eval_overhead": ("<=", 0.20),
+    # 25%: issue #13 traded a few points for a policy whose bookkeeping reads at a glance.
+    "eval_overhead": ("<=", 0.25),
 }
 
 
@@ -74,9 +76,9 @@ def matmul_limit(size: int = 2048) -> float:
 class BareUpdate:
     """The module's critic and actor steps without the Trainer (same loss functions)."""
 
-    def __init__(self, model, cfg: TrainConfig):
+    def __init__(self, model, cfg: TrainConfig, freeze_critic: bool = True):
         from meanflow_ql import compute_actor_loss, compute_critic_loss
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.freeze_critic = model, cfg, freeze_critic
         self.actor_opt, self.critic_opt = model.configure_optimizers()
         self.bounds = model.chunk_bounds()
         self.critic_loss, self.actor_loss = compute_critic_loss, compute_actor_loss
@@ -86,8 +88,10 @@ class BareUpdate:
         loss, _ = self.critic_loss(m.critic, m.target_critic, m.actor, batch, cfg, *self.bounds)
         self._step(self.critic_opt, loss, m.critic)
         m._polyak_update()
-        loss, _ = self.actor_loss(m.actor, m.critic, batch, cfg)
+        m.critic.requires_grad_(not self.freeze_critic)      # as MeanFlowQL.training_step
+        loss, _ = self.actor_loss(m.actor, m.critic, batch, cfg, *self.bounds[:2])
         self._step(self.actor_opt, loss, m.actor)
+        m.critic.requires_grad_(True)
 
     def _step(self, optimizer, loss, network) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -117,6 +121,19 @@ def bench_training(dataset, batch_sizes, repeats) -> dict:
         rows[batch_size] = {"updates_per_s": 1 / seconds, "samples_per_s": batch_size / seconds,
                             "gflop_per_update": gflop, "gflops": gflop / seconds}
     return rows
+
+
+def bench_frozen_critic(dataset, batch_size: int, repeats: int) -> dict:
+    """The full update with the critic frozen during the actor's loss (the trainer's way)
+    against the same update back-propagating into the critic, timed in turns."""
+    cfg = TrainConfig(batch_size=batch_size)
+    data, model = build(cfg, dataset)
+    batch = next(iter(data.train_dataloader()))
+    frozen, unfrozen = BareUpdate(model, cfg, True), BareUpdate(model, cfg, False)
+    ms = interleaved_ms({"frozen": lambda: frozen(batch), "unfrozen": lambda: unfrozen(batch)},
+                        repeats)
+    return {"update_ms_frozen_critic": ms["frozen"], "update_ms_unfrozen_critic": ms["unfrozen"],
+            "frozen_critic_saving": 1 - ms["frozen"] / ms["unfrozen"]}
 
 
 def interleaved_ms(steps: dict, repeats: int) -> dict:
@@ -425,6 +442,12 @@ def main() -> int:
               f"{100 * row['fraction_of_limit']:.0f}% of the limit", flush=True)
     results["train_fraction_of_limit_4096"] = training[4096]["fraction_of_limit"]
     print(f"   at 4096: {check('train_fraction_of_limit_4096', training[4096]['fraction_of_limit'])}")
+    frozen = bench_frozen_critic(dataset, 256, repeats)
+    results["frozen_critic"] = frozen
+    print(f"   batch 256, critic frozen during the actor's loss (the trainer's way): "
+          f"{frozen['update_ms_frozen_critic']:.1f} ms per update against "
+          f"{frozen['update_ms_unfrozen_critic']:.1f} ms back-propagating into the critic "
+          f"({100 * frozen['frozen_critic_saving']:.1f}% less time)", flush=True)
 
     jvp_cost = bench_jvp(dataset, 4096, repeats)           # with the JAX steps of section 7
     results["jvp"] = jvp_cost
