@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from config import DEFAULT_DATASET, TrainConfig, UsageError, add_config_arguments, \
@@ -64,6 +65,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
     warnings.filterwarnings("ignore", ".*predict_dataloader.*")
     warnings.filterwarnings("ignore", ".*is not a valid dataset id.*")
+    # A resumed run may drop early stopping (--patience 0) or change what the best checkpoint is
+    # chosen by (--eval-every): the saved state of the callback it no longer has is not needed.
+    warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint need to be.*")
 
 
 # --- train --------------------------------------------------------------------------------------
@@ -76,7 +80,7 @@ RESUMABLE = ("num_epochs", "max_updates", "patience", "devices", "accelerator", 
 
 def resume_point(path: str) -> tuple[Path, Path]:
     """(checkpoint, run directory) from `--resume` given a checkpoint or a run directory."""
-    given = Path(path)
+    given = Path(path).expanduser()
     checkpoint = given / "checkpoints" / "last.ckpt" if given.is_dir() else given
     if not checkpoint.is_file():
         raise UsageError(f"Nothing to resume at {path}: {checkpoint} does not exist. Pass a run "
@@ -84,7 +88,7 @@ def resume_point(path: str) -> tuple[Path, Path]:
     return checkpoint, checkpoint.resolve().parent.parent
 
 
-def resumed_config(checkpoint: Path, typed: dict) -> TrainConfig:
+def resumed_config(checkpoint: Path, typed: dict, run_dir: Path) -> TrainConfig:
     """The checkpoint's config; flags typed beside --resume may change only how it runs."""
     from policy import load_checkpoint
 
@@ -95,9 +99,63 @@ def resumed_config(checkpoint: Path, typed: dict) -> TrainConfig:
                          f"would change it: {', '.join('--' + k.replace('_', '-') for k in changed)}. "
                          f"Drop them, or start a new run without --resume. Settings that may "
                          f"change on resume: {', '.join(RESUMABLE)}.")
+    # A resumed run continues in its own directory: --output-dir may only name where it is.
+    if "output_dir" in typed and Path(typed["output_dir"]).expanduser().resolve() != run_dir.parent:
+        raise UsageError(f"--output-dir {typed['output_dir']} differs from where the resumed run "
+                         f"lives ({run_dir.parent}); a resumed run continues in its own directory "
+                         f"{run_dir}. Drop --output-dir, or copy the run directory there and "
+                         f"resume the copy.")
     values = saved.to_dict()
     values.update({k: v for k, v in typed.items() if k in RESUMABLE})
+    values["output_dir"] = str(run_dir.parent)
     return TrainConfig.from_dict(values)
+
+
+# The record of the data a run trains on, written into every checkpoint under this key and
+# compared when the run is resumed.
+DATA_RECORD_KEY = "meanflow_ql_data"
+
+
+def data_record(data) -> dict:
+    """Which data a MinariDataModule serves: dataset id, episode and step counts, and a
+    fingerprint (sha256 of the windowed tensors and the normaliser statistics, which the data
+    alone determines once the split settings are fixed; about 20 ms for 100k steps)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (data.train_set, data.val_set):
+        if part is None:
+            continue
+        for tensor in (part.obs, part.actions, part.index["chunk_reward"], part.index["terminal"],
+                       part.index["valid_steps"]):
+            digest.update(tensor.contiguous().numpy())
+    for normalizer in (data.obs_normalizer, data.action_normalizer):
+        for tensor in normalizer.state_dict().values():
+            digest.update(tensor.contiguous().numpy())
+    steps = sum(len(part.actions) for part in (data.train_set, data.val_set) if part is not None)
+    return {"dataset": data.minari_dataset.spec.dataset_id,
+            "episodes": len(data.train_ids) + len(data.val_ids), "steps": steps,
+            "fingerprint": digest.hexdigest()[:16]}
+
+
+def check_same_data(checkpoint: Path, record: dict) -> None:
+    """Refuse to resume a run on data other than it trained on (a dataset rebuilt since)."""
+    import torch
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    saved = saved.get(DATA_RECORD_KEY) if isinstance(saved, dict) else None
+    if not saved:                       # written before runs recorded their data
+        return
+    differs = [f"{key} {saved.get(key)} then, {record[key]} now" for key in record
+               if saved.get(key) != record[key]]
+    if differs:
+        raise UsageError(
+            f"{checkpoint} was trained on other data than {record['dataset']} holds now "
+            f"({'; '.join(differs)}): the dataset was rebuilt or replaced since. Resuming would "
+            f"continue training on different data. Restore the dataset the run trained on (a "
+            f"local one is rebuilt identically by `python main.py collect --dataset "
+            f"{record['dataset']} --overwrite` with the --episodes and --seed it was built "
+            f"with), or start a new run without --resume.")
 
 
 class Interruption:
@@ -134,14 +192,58 @@ class Interruption:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def train(cfg: TrainConfig, resume: str | None = None,
-          typed: dict | None = None) -> Path | None:
-    """Fit; returns the best checkpoint (None in DDP's extra processes)."""
+@dataclass
+class PreparedRun:
+    """What `train` fits: built by `prepare_run`, before anything is trained."""
+    cfg: TrainConfig
+    run_dir: Path
+    data: object                       # MinariDataModule
+    model: object                      # MeanFlowQL
+    trainer: object                    # lightning.Trainer
+    checkpoint: object                 # the ModelCheckpoint callback (best.ckpt, last.ckpt)
+    monitor: str                       # what best.ckpt is chosen by
+    resume_from: Path | None           # the checkpoint a resumed run continues
+
+
+def early_stopping(patience: int):
+    """Lightning's EarlyStopping on val/loss, except that a resumed run keeps the patience it was
+    given: Lightning's own restores the saved patience along with the wait count."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    class ResumableEarlyStopping(EarlyStopping):
+        @property
+        def state_key(self) -> str:
+            # Lightning's key for EarlyStopping, so runs saved by either class restore alike.
+            return f"EarlyStopping{ {'monitor': self.monitor, 'mode': self.mode}!r}"
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            patience = self.patience
+            super().load_state_dict(state_dict)
+            self.patience = patience
+
+    return ResumableEarlyStopping(monitor="val/loss", mode="min", patience=patience)
+
+
+def data_record_callback(record: dict):
+    """A callback writing `record` into every checkpoint, under DATA_RECORD_KEY."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+    class DataRecord(L.Callback):
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+            checkpoint[DATA_RECORD_KEY] = record
+
+    return DataRecord()
+
+
+def prepare_run(cfg: TrainConfig, resume: str | None = None,
+                typed: dict | None = None) -> PreparedRun:
+    """The data, module, callbacks and Trainer of a new or resumed run (a resumed one built from
+    the checkpoint's settings and the running settings typed beside --resume). A new run's
+    directory and config.json are written here; a resumed run writes nothing yet."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.strategies import DDPStrategy
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     import collect
     from dataset import MinariDataModule, load_dataset
@@ -151,9 +253,12 @@ def train(cfg: TrainConfig, resume: str | None = None,
     checkpoint_path = None
     if resume:
         checkpoint_path, run_dir = resume_point(resume)
-        cfg = resumed_config(checkpoint_path, typed or {})
+        cfg = resumed_config(checkpoint_path, typed or {}, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=collect.build_local_dataset))
+    record = data_record(data)
+    if resume:
+        check_same_data(checkpoint_path, record)
     model = MeanFlowQL.from_data(cfg, data)
 
     if not resume:
@@ -167,7 +272,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
 
     checkpoints = run_dir / "checkpoints"
     monitor, mode = "val/loss", "min"
-    callbacks = [TQDMProgressBar(refresh_rate=20)]
+    callbacks = [TQDMProgressBar(refresh_rate=20), data_record_callback(record)]
     if cfg.eval_every > 0:
         import eval_online
         env_spec = eval_online.environment_spec(data.minari_dataset, None)
@@ -179,7 +284,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
                                  mode=mode, save_last=True, auto_insert_metric_name=False)
     callbacks.insert(0, checkpoint)
     if cfg.patience > 0:
-        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience))
+        callbacks.append(early_stopping(cfg.patience))
     strategy = cfg.strategy
     if strategy == "ddp":
         # Each update runs two backward passes (critic, then actor), and each leaves the other
@@ -195,10 +300,22 @@ def train(cfg: TrainConfig, resume: str | None = None,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard"),
         check_val_every_n_epoch=cfg.val_every_n_epochs, log_every_n_steps=25,
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir))
+    return PreparedRun(cfg, run_dir, data, model, trainer, checkpoint, monitor, checkpoint_path)
+
+
+def train(cfg: TrainConfig, resume: str | None = None,
+          typed: dict | None = None) -> Path | None:
+    """Fit; returns the best checkpoint (None in DDP's extra processes)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    run = prepare_run(cfg, resume, typed)
+    cfg, run_dir, model, trainer, checkpoint = run.cfg, run.run_dir, run.model, run.trainer, \
+        run.checkpoint
+    checkpoints = run_dir / "checkpoints"
     interruption = Interruption()
     interruption.install(trainer)
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=checkpoint_path, weights_only=True)
+        trainer.fit(model, datamodule=run.data, ckpt_path=run.resume_from, weights_only=True)
     except SIGTERMException:
         interruption.signal = "SIGTERM"
     finally:
@@ -214,7 +331,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
         raise Interrupted(interruption.signal)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     print(f"Finished after {int(model.num_updates)} updates.\n"
-          f"Best checkpoint ({monitor} {float(checkpoint.best_model_score or float('nan')):.4f}): "
+          f"Best checkpoint ({run.monitor} {float(checkpoint.best_model_score or float('nan')):.4f}): "
           f"{best}\nLast checkpoint: {checkpoints / 'last.ckpt'}\n"
           f"Test it: python main.py test --dataset {cfg.dataset} --checkpoint {best}\n"
           f"Logs: tensorboard --logdir {cfg.output_dir}", flush=True)
@@ -328,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def typed_settings(args: argparse.Namespace) -> dict:
+    """The TrainConfig settings typed on the command line (flags left out are not in `args`)."""
+    return {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["collect"]:
@@ -338,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             from meanflow_ql import NonFiniteLossError
-            typed = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+            typed = typed_settings(args)
             if args.resume and args.config:
                 raise UsageError("--config starts a new run from a file of settings, while "
                                  "--resume continues a saved run with its own settings: pass one "

@@ -354,6 +354,12 @@ class MeanFlowQL(L.LightningModule):
         if updates >= self.update_budget():
             self.trainer.should_stop = True
 
+    def on_train_start(self) -> None:
+        # A resumed run whose budget is spent (or lowered below the updates done, with
+        # --max-updates or --epochs) ends without another update.
+        if int(self.num_updates) >= self.update_budget():
+            self.trainer.should_stop = True
+
     def update_budget(self) -> int:
         """Updates of the whole run: num_epochs passes over the data, capped by max_updates."""
         budget = self.cfg.num_epochs * max(1, int(self.trainer.num_training_batches))
