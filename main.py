@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config import DEFAULT_DATASET, TrainConfig, UsageError, add_config_arguments, \
-    add_config_file_argument, config_from_args
+    add_config_file_argument, config_from_args, expand_user_in_environment
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -30,7 +31,7 @@ def dataset_slug(dataset_id: str) -> str:
 
 def new_run_dir(cfg: TrainConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.output_dir) / f"{dataset_slug(cfg.dataset)}_seed{cfg.seed}_{stamp}"
+    base = Path(cfg.output_dir).expanduser() / f"{dataset_slug(cfg.dataset)}_seed{cfg.seed}_{stamp}"
     run_dir, n = base, 1
     while run_dir.exists():
         run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
@@ -39,7 +40,7 @@ def new_run_dir(cfg: TrainConfig) -> Path:
 
 def newest_checkpoint(output_dir: str, dataset_id: str) -> Path:
     """The best checkpoint of the newest run on a dataset."""
-    runs = [p for p in Path(output_dir).glob(f"{dataset_slug(dataset_id)}_seed*_*")
+    runs = [p for p in Path(output_dir).expanduser().glob(f"{dataset_slug(dataset_id)}_seed*_*")
             if (p / "checkpoints" / "best.ckpt").is_file()]
     if not runs:
         raise UsageError(f"No trained run on {dataset_id} under {output_dir}/ (looked for "
@@ -327,14 +328,17 @@ def train(cfg: TrainConfig, resume: str | None = None,
     if interruption.signal:
         print(f"\nInterrupted by {interruption.signal} after {int(model.num_updates)} updates. "
               f"Saved {checkpoints / 'last.ckpt'}; the best checkpoint is intact.\n"
-              f"Resume: python main.py train --resume {run_dir}", flush=True)
+              f"Resume: python main.py train --resume {shlex.quote(str(run_dir))}", flush=True)
         raise Interrupted(interruption.signal)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     print(f"Finished after {int(model.num_updates)} updates.\n"
           f"Best checkpoint ({run.monitor} {float(checkpoint.best_model_score or float('nan')):.4f}): "
           f"{best}\nLast checkpoint: {checkpoints / 'last.ckpt'}\n"
-          f"Test it: python main.py test --dataset {cfg.dataset} --checkpoint {best}\n"
-          f"Logs: tensorboard --logdir {cfg.output_dir}", flush=True)
+          # Shell-quoted, so they paste back whatever the paths hold (spaces, quotes).
+          f"Test it: python main.py test --dataset {shlex.quote(cfg.dataset)} "
+          f"--checkpoint {shlex.quote(str(best))}\n"
+          f"Logs: tensorboard --logdir {shlex.quote(str(Path(cfg.output_dir).expanduser()))}",
+          flush=True)
     return best
 
 
@@ -389,7 +393,7 @@ def offline_test(checkpoint_path: Path, dataset_id: str | None) -> dict:
 def test(args: argparse.Namespace) -> dict:
     quiet_lightning()
     if args.checkpoint:
-        checkpoint = Path(args.checkpoint)
+        checkpoint = Path(args.checkpoint).expanduser()
     else:
         checkpoint = newest_checkpoint(args.output_dir, args.dataset or DEFAULT_DATASET)
         print(f"Using the best checkpoint of the newest run: {checkpoint}")
@@ -452,6 +456,7 @@ def typed_settings(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    expand_user_in_environment()
     if argv[:1] == ["collect"]:
         import collect
         return collect.main(argv[1:], prog="main.py collect")
