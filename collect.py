@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from builders import LOCAL_DATASETS, ogbench, pusher
 from builders.recipe import Recipe
-from config import UsageError
+from config import UsageError, expand_user_in_environment
 
 EPISODES_ENV = "MEANFLOW_QL_COLLECT_EPISODES"
 REF_EPISODES_ENV = "MEANFLOW_QL_REF_EPISODES"
@@ -352,6 +352,7 @@ def summarize(dataset: minari.MinariDataset) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    expand_user_in_environment()
     parser = argparse.ArgumentParser(
         prog=prog, description="Build a local Minari dataset from a scripted MuJoCo controller.")
     parser.add_argument("--dataset", help=f"dataset id, one of: {_buildable()}")

@@ -303,6 +303,23 @@ def config_file_path(path: str | Path) -> Path:
     return Path(path).expanduser()
 
 
+# Environment variables holding a path the project, or a library it calls, reads.
+PATH_VARIABLES = ("MINARI_DATASETS_PATH",)
+
+
+def expand_user_in_environment() -> None:
+    """Expand a leading `~` in PATH_VARIABLES in this process's environment (and so its
+    children's). A quoted `MINARI_DATASETS_PATH='~/x'` reaches Python unexpanded, and Minari,
+    which reads the variable itself, would take it for a folder named `~` in the current one.
+    Called first thing by every entry point (main.py, eval_online.py, collect.py)."""
+    import os
+
+    for name in PATH_VARIABLES:
+        value = os.environ.get(name)
+        if value and value.startswith("~"):
+            os.environ[name] = os.path.expanduser(value)
+
+
 def load_config_file(path: str | Path) -> dict:
     """TrainConfig settings from a YAML or JSON file, by field name, converted to each field's type.
 

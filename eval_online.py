@@ -21,7 +21,7 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")   # headless MuJoCo rendering
 
-from config import TEST_SEED, VALIDATION_SEED, UsageError  # noqa: E402
+from config import TEST_SEED, VALIDATION_SEED, UsageError, expand_user_in_environment  # noqa: E402
 from dataset import add_batch_axis, first_line, load_dataset  # noqa: E402
 from policy import MeanFlowPolicy, ZeroPolicy, load_checkpoint  # noqa: E402
 from builders import pusher  # noqa: E402
@@ -308,7 +308,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
         raise UsageError(f"--episodes must be at least 1 (got {episodes}).")
     if num_envs < 1:
         raise UsageError(f"--num-envs must be at least 1 (got {num_envs}).")
-    checkpoint = Path(checkpoint)
+    checkpoint = Path(checkpoint).expanduser()
     model = load_checkpoint(checkpoint)
     policy = MeanFlowPolicy(model, action_horizon=action_horizon,
                             num_candidates=num_candidates, seed=seed)
@@ -338,7 +338,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"Saved {out}")
     if video:
-        frames = record_video(policy, env_spec, Path(video), seed)
+        frames = record_video(policy, env_spec, Path(video).expanduser(), seed)
         print(f"Wrote {video} ({frames} frames)")
     if log_to_tensorboard:
         log_summary(checkpoint, summary, int(model.num_updates))
@@ -425,6 +425,7 @@ def build_parser(prog: str = "eval_online.py") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    expand_user_in_environment()
     args = build_parser().parse_args(argv)
     try:
         if args.baseline:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from config import DEFAULT_DATASET, TEST_SEED, TrainConfig, UsageError, add_config_arguments, \
-    add_config_file_argument, config_from_args
+    add_config_file_argument, config_from_args, expand_user_in_environment
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -29,7 +31,7 @@ def dataset_slug(dataset_id: str) -> str:
 
 def new_run_dir(cfg: TrainConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.output_dir) / f"{dataset_slug(cfg.dataset)}_seed{cfg.seed}_{stamp}"
+    base = Path(cfg.output_dir).expanduser() / f"{dataset_slug(cfg.dataset)}_seed{cfg.seed}_{stamp}"
     run_dir, n = base, 1
     while run_dir.exists():
         run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
@@ -38,7 +40,7 @@ def new_run_dir(cfg: TrainConfig) -> Path:
 
 def newest_checkpoint(output_dir: str, dataset_id: str) -> Path:
     """The result checkpoint (`result_checkpoint`) of the newest finished run on a dataset."""
-    runs = [p for p in Path(output_dir).glob(f"{dataset_slug(dataset_id)}_seed*_*")
+    runs = [p for p in Path(output_dir).expanduser().glob(f"{dataset_slug(dataset_id)}_seed*_*")
             if (p / "checkpoints" / "last.ckpt").is_file() and (p / "config.json").is_file()]
     if not runs:
         raise UsageError(f"No trained run on {dataset_id} under {output_dir}/ (looked for "
@@ -65,6 +67,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
     warnings.filterwarnings("ignore", ".*predict_dataloader.*")
     warnings.filterwarnings("ignore", ".*is not a valid dataset id.*")
+    # A resumed run may drop early stopping (--patience 0) or change what the best checkpoint is
+    # chosen by (--eval-every): the saved state of the callback it no longer has is not needed.
+    warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint need to be.*")
 
 
 # --- train --------------------------------------------------------------------------------------
@@ -78,7 +83,7 @@ RESUMABLE = ("num_epochs", "max_updates", "patience", "devices", "accelerator", 
 
 def resume_point(path: str) -> tuple[Path, Path]:
     """(checkpoint, run directory) from `--resume` given a checkpoint or a run directory."""
-    given = Path(path)
+    given = Path(path).expanduser()
     checkpoint = given / "checkpoints" / "last.ckpt" if given.is_dir() else given
     if not checkpoint.is_file():
         raise UsageError(f"Nothing to resume at {path}: {checkpoint} does not exist. Pass a run "
@@ -86,7 +91,7 @@ def resume_point(path: str) -> tuple[Path, Path]:
     return checkpoint, checkpoint.resolve().parent.parent
 
 
-def resumed_config(checkpoint: Path, typed: dict) -> TrainConfig:
+def resumed_config(checkpoint: Path, typed: dict, run_dir: Path) -> TrainConfig:
     """The checkpoint's config; flags typed beside --resume may change only how it runs."""
     from policy import load_checkpoint
 
@@ -97,9 +102,63 @@ def resumed_config(checkpoint: Path, typed: dict) -> TrainConfig:
                          f"would change it: {', '.join('--' + k.replace('_', '-') for k in changed)}. "
                          f"Drop them, or start a new run without --resume. Settings that may "
                          f"change on resume: {', '.join(RESUMABLE)}.")
+    # A resumed run continues in its own directory: --output-dir may only name where it is.
+    if "output_dir" in typed and Path(typed["output_dir"]).expanduser().resolve() != run_dir.parent:
+        raise UsageError(f"--output-dir {typed['output_dir']} differs from where the resumed run "
+                         f"lives ({run_dir.parent}); a resumed run continues in its own directory "
+                         f"{run_dir}. Drop --output-dir, or copy the run directory there and "
+                         f"resume the copy.")
     values = saved.to_dict()
     values.update({k: v for k, v in typed.items() if k in RESUMABLE})
+    values["output_dir"] = str(run_dir.parent)
     return TrainConfig.from_dict(values)
+
+
+# The record of the data a run trains on, written into every checkpoint under this key and
+# compared when the run is resumed.
+DATA_RECORD_KEY = "meanflow_ql_data"
+
+
+def data_record(data) -> dict:
+    """Which data a MinariDataModule serves: dataset id, episode and step counts, and a
+    fingerprint (sha256 of the windowed tensors and the normaliser statistics, which the data
+    alone determines once the split settings are fixed; about 20 ms for 100k steps)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (data.train_set, data.val_set):
+        if part is None:
+            continue
+        for tensor in (part.obs, part.actions, part.index["chunk_reward"], part.index["terminal"],
+                       part.index["valid_steps"]):
+            digest.update(tensor.contiguous().numpy())
+    for normalizer in (data.obs_normalizer, data.action_normalizer):
+        for tensor in normalizer.state_dict().values():
+            digest.update(tensor.contiguous().numpy())
+    steps = sum(len(part.actions) for part in (data.train_set, data.val_set) if part is not None)
+    return {"dataset": data.minari_dataset.spec.dataset_id,
+            "episodes": len(data.train_ids) + len(data.val_ids), "steps": steps,
+            "fingerprint": digest.hexdigest()[:16]}
+
+
+def check_same_data(checkpoint: Path, record: dict) -> None:
+    """Refuse to resume a run on data other than it trained on (a dataset rebuilt since)."""
+    import torch
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    saved = saved.get(DATA_RECORD_KEY) if isinstance(saved, dict) else None
+    if not saved:                       # written before runs recorded their data
+        return
+    differs = [f"{key} {saved.get(key)} then, {record[key]} now" for key in record
+               if saved.get(key) != record[key]]
+    if differs:
+        raise UsageError(
+            f"{checkpoint} was trained on other data than {record['dataset']} holds now "
+            f"({'; '.join(differs)}): the dataset was rebuilt or replaced since. Resuming would "
+            f"continue training on different data. Restore the dataset the run trained on (a "
+            f"local one is rebuilt identically by `python main.py collect --dataset "
+            f"{record['dataset']} --overwrite` with the --episodes and --seed it was built "
+            f"with), or start a new run without --resume.")
 
 
 class Interruption:
@@ -136,15 +195,58 @@ class Interruption:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def train(cfg: TrainConfig, resume: str | None = None,
-          typed: dict | None = None) -> Path | None:
-    """Fit; returns the checkpoint that is the run's result (None in DDP's extra processes):
-    last.ckpt with Q learning on, best.ckpt for pure behaviour cloning (see `result_checkpoint`)."""
+@dataclass
+class PreparedRun:
+    """What `train` fits: built by `prepare_run`, before anything is trained."""
+    cfg: TrainConfig
+    run_dir: Path
+    data: object                       # MinariDataModule
+    model: object                      # MeanFlowQL
+    trainer: object                    # lightning.Trainer
+    checkpoint: object                 # the ModelCheckpoint callback (best.ckpt, last.ckpt)
+    monitor: str                       # what best.ckpt is chosen by
+    resume_from: Path | None           # the checkpoint a resumed run continues
+
+
+def early_stopping(monitor: str, mode: str, patience: int):
+    """Lightning's EarlyStopping, except that a resumed run keeps the patience it was given:
+    Lightning's own restores the saved patience along with the wait count."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    class ResumableEarlyStopping(EarlyStopping):
+        @property
+        def state_key(self) -> str:
+            # Lightning's key for EarlyStopping, so runs saved by either class restore alike.
+            return f"EarlyStopping{ {'monitor': self.monitor, 'mode': self.mode}!r}"
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            patience = self.patience
+            super().load_state_dict(state_dict)
+            self.patience = patience
+
+    return ResumableEarlyStopping(monitor=monitor, mode=mode, patience=patience)
+
+
+def data_record_callback(record: dict):
+    """A callback writing `record` into every checkpoint, under DATA_RECORD_KEY."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+    class DataRecord(L.Callback):
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+            checkpoint[DATA_RECORD_KEY] = record
+
+    return DataRecord()
+
+
+def prepare_run(cfg: TrainConfig, resume: str | None = None,
+                typed: dict | None = None) -> PreparedRun:
+    """The data, module, callbacks and Trainer of a new or resumed run (a resumed one built from
+    the checkpoint's settings and the running settings typed beside --resume). A new run's
+    directory and config.json are written here; a resumed run writes nothing yet."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.strategies import DDPStrategy
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     import collect
     from dataset import MinariDataModule, load_dataset
@@ -154,7 +256,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
     checkpoint_path = None
     if resume:
         checkpoint_path, run_dir = resume_point(resume)
-        cfg = resumed_config(checkpoint_path, typed or {})
+        cfg = resumed_config(checkpoint_path, typed or {}, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=collect.build_for_training))
     if cfg.gamma == 1 and cfg.trains_critic and not data.any_terminal:
@@ -163,6 +265,9 @@ def train(cfg: TrainConfig, resume: str | None = None,
             f"episode of {cfg.dataset} does: every one is cut by a time limit, so the TD target "
             f"bootstraps forever and has no finite fixed point. Use a discount below 1 (e.g. "
             f"--gamma 0.99), or train pure behaviour cloning (--actor-q-weight 0 --cql-alpha 0).")
+    record = data_record(data)
+    if resume:
+        check_same_data(checkpoint_path, record)
     env_spec = None
     if cfg.eval_every > 0:
         # Made once now, so a missing environment fails in seconds, before any update.
@@ -185,7 +290,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
     # the lowest validation loss, a behaviour-cloning metric that ranks BC runs but not Q
     # learning ones, so with Q learning on, train evaluates and test uses last.ckpt.
     monitor, mode = "val/loss", "min"
-    callbacks = [TQDMProgressBar(refresh_rate=20)]
+    callbacks = [TQDMProgressBar(refresh_rate=20), data_record_callback(record)]
     if cfg.eval_every > 0:
         import eval_online
         callbacks.append(eval_online.make_online_eval_callback(
@@ -197,7 +302,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
                                  mode=mode, save_last=True, auto_insert_metric_name=False)
     callbacks.insert(0, checkpoint)
     if cfg.patience > 0 and (cfg.eval_every > 0 or not cfg.learns_q):
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
+        callbacks.append(early_stopping(monitor, mode, cfg.patience))
     strategy = cfg.strategy
     if strategy == "ddp":
         # Each update runs two backward passes (critic, then actor), and each leaves the other
@@ -213,10 +318,23 @@ def train(cfg: TrainConfig, resume: str | None = None,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard"),
         log_every_n_steps=25, **validation_schedule(cfg),
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir))
+    return PreparedRun(cfg, run_dir, data, model, trainer, checkpoint, monitor, checkpoint_path)
+
+
+def train(cfg: TrainConfig, resume: str | None = None,
+          typed: dict | None = None) -> Path | None:
+    """Fit; returns the checkpoint that is the run's result (None in DDP's extra processes):
+    last.ckpt with Q learning on, best.ckpt for pure behaviour cloning (`result_checkpoint`)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    run = prepare_run(cfg, resume, typed)
+    cfg, run_dir, model, trainer, checkpoint = run.cfg, run.run_dir, run.model, run.trainer, \
+        run.checkpoint
+    checkpoints = run_dir / "checkpoints"
     interruption = Interruption()
     interruption.install(trainer)
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=checkpoint_path, weights_only=True)
+        trainer.fit(model, datamodule=run.data, ckpt_path=run.resume_from, weights_only=True)
     except SIGTERMException:
         interruption.signal = "SIGTERM"
     finally:
@@ -228,16 +346,19 @@ def train(cfg: TrainConfig, resume: str | None = None,
     if interruption.signal:
         print(f"\nInterrupted by {interruption.signal} after {int(model.num_updates)} updates. "
               f"Saved {checkpoints / 'last.ckpt'}; the best checkpoint is intact.\n"
-              f"Resume: python main.py train --resume {run_dir}", flush=True)
+              f"Resume: python main.py train --resume {shlex.quote(str(run_dir))}", flush=True)
         raise Interrupted(interruption.signal)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     result = result_checkpoint(cfg, checkpoints)
     print(f"Finished after {int(model.num_updates)} updates.\n"
-          f"Best checkpoint ({monitor} {float(checkpoint.best_model_score or float('nan')):.4f}): "
+          f"Best checkpoint ({run.monitor} {float(checkpoint.best_model_score or float('nan')):.4f}): "
           f"{best}\nLast checkpoint: {checkpoints / 'last.ckpt'}\n"
           f"The run's result: {result.name} ({RESULT_REASON[result.name]})\n"
-          f"Test it: python main.py test --dataset {cfg.dataset} --checkpoint {result}\n"
-          f"Logs: tensorboard --logdir {cfg.output_dir}", flush=True)
+          # Shell-quoted, so they paste back whatever the paths hold (spaces, quotes).
+          f"Test it: python main.py test --dataset {shlex.quote(cfg.dataset)} "
+          f"--checkpoint {shlex.quote(str(result))}\n"
+          f"Logs: tensorboard --logdir {shlex.quote(str(Path(cfg.output_dir).expanduser()))}",
+          flush=True)
     return result
 
 
@@ -318,7 +439,7 @@ def offline_test(checkpoint_path: Path, dataset_id: str | None) -> dict:
 def test(args: argparse.Namespace) -> dict:
     quiet_lightning()
     if args.checkpoint:
-        checkpoint = Path(args.checkpoint)
+        checkpoint = Path(args.checkpoint).expanduser()
     else:
         checkpoint = newest_checkpoint(args.output_dir, args.dataset or DEFAULT_DATASET)
         print(f"Using the result checkpoint of the newest run: {checkpoint}")
@@ -375,8 +496,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def typed_settings(args: argparse.Namespace) -> dict:
+    """The TrainConfig settings typed on the command line (flags left out are not in `args`)."""
+    return {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    expand_user_in_environment()
     if argv[:1] == ["collect"]:
         import collect
         return collect.main(argv[1:], prog="main.py collect")
@@ -385,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             from meanflow_ql import NonFiniteLossError
-            typed = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+            typed = typed_settings(args)
             if args.resume and args.config:
                 raise UsageError("--config starts a new run from a file of settings, while "
                                  "--resume continues a saved run with its own settings: pass one "

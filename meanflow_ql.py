@@ -128,11 +128,12 @@ class DoubleCritic(nn.Module):
         return torch.stack([q(x).squeeze(-1) for q in self.qs])
 
 
-def adam(parameters, lr: float) -> torch.optim.Adam:
+def adam(parameters, lr: float, fused: bool = True) -> torch.optim.Adam:
     """Adam with PyTorch's fused kernel where the parameters' device has one (about 3x faster
-    than the default per-tensor loop for these small networks on a CPU)."""
+    than the default per-tensor loop for these small networks on a CPU); `fused=False` gives
+    the per-tensor loop (see `MeanFlowQL.configure_optimizers` for when)."""
     parameters = list(parameters)
-    fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
+    fused = fused and all(p.device.type in ("cpu", "cuda") for p in parameters)
     return torch.optim.Adam(parameters, lr=lr, fused=True if fused else None)
 
 
@@ -323,7 +324,16 @@ class MeanFlowQL(L.LightningModule):
 
     def configure_optimizers(self):
         lr = self.cfg.learning_rate
-        return [adam(self.actor.parameters(), lr), adam(self.critic.parameters(), lr)]
+        # Mixed precision (16-mixed, bf16-mixed) gets the unfused Adam. A fused Adam unscales
+        # gradients inside its own step (it takes the GradScaler's scale), so under 16-mixed
+        # Lightning's precision plugin cannot unscale them before clipping, and its
+        # `clip_gradients` refuses any optimizer that handles unscaling, under bf16-mixed too.
+        # The unfused Adam lets the plugin unscale first; `on_before_optimizer_step` then clips
+        # true gradients. Other precisions keep the fused kernel (benchmark.py measures it;
+        # with no Trainer attached, as there, this is 32-true).
+        precision = self._trainer.precision if self._trainer is not None else "32-true"
+        fused = precision not in ("16-mixed", "bf16-mixed")
+        return [adam(self.actor.parameters(), lr, fused), adam(self.critic.parameters(), lr, fused)]
 
     def training_step(self, batch: dict, batch_idx: int):
         actor_opt, critic_opt = self.optimizers()
@@ -371,6 +381,12 @@ class MeanFlowQL(L.LightningModule):
         if updates >= self.update_budget():
             self.trainer.should_stop = True
 
+    def on_train_start(self) -> None:
+        # A resumed run whose budget is spent (or lowered below the updates done, with
+        # --max-updates or --epochs) ends without another update.
+        if int(self.num_updates) >= self.update_budget():
+            self.trainer.should_stop = True
+
     def update_budget(self) -> int:
         """Updates of the whole run: num_updates, or num_epochs passes over the data when set;
         capped by max_updates."""
@@ -397,10 +413,17 @@ class MeanFlowQL(L.LightningModule):
                 "--learning-rate or set --grad-clip.")
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        optimizer.step()                          # clips in on_before_optimizer_step
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Lightning calls this inside `optimizer.step()`, after the precision plugin has
+        # unscaled the gradients (16-mixed's GradScaler) and before the update: the one place
+        # where clipping sees true gradients under every precision. Clipping right after
+        # `manual_backward` would clip 16-mixed's scaled gradients (the plugin unscales only in
+        # its step), i.e. hardly at all. Under 32-true the numbers are the same either way.
         if self.cfg.grad_clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.cfg.grad_clip,
                                 gradient_clip_algorithm="norm")
-        optimizer.step()
 
     @torch.no_grad()
     def _polyak_update(self) -> None:
