@@ -198,7 +198,7 @@ def bench_acting(dataset, repeats) -> dict:
     """act() per environment step at batch 1 (default action_horizon, and replanning every
     step), against one raw forward of the actor; chunks/s at batch 256."""
     from meanflow_ql import flat
-    from policy import MeanFlowPolicy
+    from policy import MeanFlowPolicy, predict_action
 
     results = {}
     for name, overrides in (("default", {}), ("replan_every_step", {"action_horizon": 1})):
@@ -229,7 +229,7 @@ def bench_acting(dataset, repeats) -> dict:
     many = data.obs_normalizer.unnormalize(data.train_set.obs[:256])[:, None].repeat(
         1, cfg.obs_horizon, 1)
     big_noise = torch.randn(256, model.actor.chunk_dim)
-    results["chunks_per_s_256"] = 256 / timed(lambda: model.predict_action(many, big_noise),
+    results["chunks_per_s_256"] = 256 / timed(lambda: predict_action(model, many, big_noise),
                                               repeats)
     return results
 
@@ -358,6 +358,7 @@ def jax_steps(batch_size, obs_dim, chunk_dim, cfg: TrainConfig) -> dict | None:
 def bench_eval_overhead(dataset, episodes: int) -> dict:
     """Share of an online evaluation's time spent outside env.step and the network's forward."""
     import eval_online
+    import policy as policy_module
     from policy import MeanFlowPolicy
 
     cfg = TrainConfig()
@@ -375,13 +376,17 @@ def bench_eval_overhead(dataset, episodes: int) -> dict:
         return wrapper
 
     envs.step = clocked(envs.step, "env")
-    model.sample_chunk = clocked(model.sample_chunk, "network")
-    eval_online.run_episodes(policy, envs, 2, seed=100, progress=False)     # warm-up
-    spent.update(env=0.0, network=0.0)
-    start = time.perf_counter()
-    results = eval_online.run_episodes(policy, envs, episodes, seed=0, progress=False)
-    total = time.perf_counter() - start
-    envs.close()
+    sample_chunk = policy_module.sample_chunk
+    policy_module.sample_chunk = clocked(sample_chunk, "network")
+    try:
+        eval_online.run_episodes(policy, envs, 2, seed=100, progress=False)     # warm-up
+        spent.update(env=0.0, network=0.0)
+        start = time.perf_counter()
+        results = eval_online.run_episodes(policy, envs, episodes, seed=0, progress=False)
+        total = time.perf_counter() - start
+    finally:
+        policy_module.sample_chunk = sample_chunk
+        envs.close()
     steps = int(results["lengths"].sum())
     return {"episode_s": total / episodes, "env_share": spent["env"] / total,
             "network_share": spent["network"] / total,

@@ -400,7 +400,7 @@ def offline_test(checkpoint_path: Path, dataset_id: str | None) -> dict:
 
     from dataset import MinariDataModule, load_dataset
     from meanflow_ql import flat, masked_mse
-    from policy import load_checkpoint
+    from policy import load_checkpoint, predict_action
 
     model = load_checkpoint(checkpoint_path)
     cfg = model.cfg
@@ -420,8 +420,8 @@ def offline_test(checkpoint_path: Path, dataset_id: str | None) -> dict:
             obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
             noise = torch.randn(flat(actions).shape, generator=generator)
             chunk = model.actor.sample(obs, noise, cfg.inference_steps)
-            raw_pred = model.predict_action(
-                model.obs_normalizer.unnormalize(batch["obs"]), noise)
+            raw_pred = predict_action(model, model.obs_normalizer.unnormalize(batch["obs"]),
+                                      noise)
             raw_data = model.action_normalizer.unnormalize(actions)
             weight = float(mask.sum())
             total_mse += float(masked_mse(chunk, actions, mask)) * weight

@@ -324,13 +324,9 @@ class MeanFlowQL(L.LightningModule):
 
     def configure_optimizers(self):
         lr = self.cfg.learning_rate
-        # Mixed precision (16-mixed, bf16-mixed) gets the unfused Adam. A fused Adam unscales
-        # gradients inside its own step (it takes the GradScaler's scale), so under 16-mixed
-        # Lightning's precision plugin cannot unscale them before clipping, and its
-        # `clip_gradients` refuses any optimizer that handles unscaling, under bf16-mixed too.
-        # The unfused Adam lets the plugin unscale first; `on_before_optimizer_step` then clips
-        # true gradients. Other precisions keep the fused kernel (benchmark.py measures it;
-        # with no Trainer attached, as there, this is 32-true).
+        # Mixed precision gets the unfused Adam: a fused Adam unscales gradients in its own
+        # step, so Lightning's `clip_gradients` refuses it; the unfused one lets the precision
+        # plugin unscale first (`on_before_optimizer_step` then clips true gradients).
         precision = self._trainer.precision if self._trainer is not None else "32-true"
         fused = precision not in ("16-mixed", "bf16-mixed")
         return [adam(self.actor.parameters(), lr, fused), adam(self.critic.parameters(), lr, fused)]
@@ -416,11 +412,9 @@ class MeanFlowQL(L.LightningModule):
         optimizer.step()                          # clips in on_before_optimizer_step
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        # Lightning calls this inside `optimizer.step()`, after the precision plugin has
-        # unscaled the gradients (16-mixed's GradScaler) and before the update: the one place
-        # where clipping sees true gradients under every precision. Clipping right after
-        # `manual_backward` would clip 16-mixed's scaled gradients (the plugin unscales only in
-        # its step), i.e. hardly at all. Under 32-true the numbers are the same either way.
+        # Called inside `optimizer.step()` after the precision plugin unscaled the gradients:
+        # the one place where clipping sees true gradients under every precision (right after
+        # `manual_backward`, 16-mixed's gradients are still scaled).
         if self.cfg.grad_clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.cfg.grad_clip,
                                 gradient_clip_algorithm="norm")
@@ -455,33 +449,3 @@ class MeanFlowQL(L.LightningModule):
             self.log("val/q_data", q.mean(), batch_size=size, sync_dist=True)
             self.log("val/mc_return", batch["mc_return"].mean(), batch_size=size,
                      sync_dist=True)
-
-    # -- acting
-    @torch.no_grad()
-    def predict_action(self, obs_window: torch.Tensor, noise: torch.Tensor,
-                       num_candidates: int = 1) -> torch.Tensor:
-        """Action chunks in raw units, clipped to the bounds.
-
-        obs_window (N, obs_horizon, obs_dim) raw; noise (N * num_candidates, chunk_dim).
-        With several candidates per state, the critic picks the chunk it values most.
-        """
-        chunk = self.sample_chunk(flat(self.obs_normalizer.normalize(obs_window)), noise,
-                                  num_candidates)
-        chunk = chunk.reshape(len(chunk), self.cfg.pred_horizon, self.action_dim)
-        actions = self.action_normalizer.unnormalize(chunk)
-        return torch.maximum(torch.minimum(actions, self.action_high), self.action_low)
-
-    @torch.no_grad()
-    def sample_chunk(self, obs: torch.Tensor, noise: torch.Tensor,
-                     num_candidates: int = 1) -> torch.Tensor:
-        """Normalised flat chunks (N, chunk_dim) for normalised flat observations (N, obs_in)."""
-        if num_candidates > 1:
-            obs = obs.repeat_interleave(num_candidates, dim=0)
-        chunk = self.actor.sample(obs, noise, self.cfg.inference_steps)
-        if num_candidates > 1:
-            # Ranked as executed: clipped to the action bounds.
-            low, high = self.chunk_bounds()[:2]
-            q = self.critic(obs, clip_chunk(chunk, low, high)).mean(0).reshape(-1, num_candidates)
-            best = q.argmax(1) + torch.arange(len(q), device=q.device) * num_candidates
-            chunk = chunk[best]
-        return chunk

@@ -21,7 +21,7 @@ import torch
 
 from config import UsageError
 from dataset import add_batch_axis, flatten_observations
-from meanflow_ql import MeanFlowQL
+from meanflow_ql import MeanFlowQL, clip_chunk, flat
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> MeanFlowQL:
@@ -51,6 +51,34 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> MeanFlowQL:
         raise UsageError(f"Checkpoint {path} does not match its own configuration ({err}); "
                          "the file is damaged or from an incompatible version.") from None
     return model.eval()
+
+
+@torch.no_grad()
+def sample_chunk(model: MeanFlowQL, obs: torch.Tensor, noise: torch.Tensor,
+                 num_candidates: int = 1) -> torch.Tensor:
+    """Normalised flat chunks (N, chunk_dim) for normalised flat observation windows
+    (N, obs_horizon * obs_dim); noise (N * num_candidates, chunk_dim). With several candidates
+    per state, the critic picks the chunk it values most, scored clipped as it is executed."""
+    if num_candidates > 1:
+        obs = obs.repeat_interleave(num_candidates, dim=0)
+    chunk = model.actor.sample(obs, noise, model.cfg.inference_steps)
+    if num_candidates > 1:
+        low, high = model.chunk_bounds()[:2]
+        q = model.critic(obs, clip_chunk(chunk, low, high)).mean(0).reshape(-1, num_candidates)
+        chunk = chunk[q.argmax(1) + torch.arange(len(q), device=q.device) * num_candidates]
+    return chunk
+
+
+@torch.no_grad()
+def predict_action(model: MeanFlowQL, obs_window: torch.Tensor, noise: torch.Tensor,
+                   num_candidates: int = 1) -> torch.Tensor:
+    """Action chunks (N, pred_horizon, action_dim) in raw units, clipped to the action bounds,
+    for raw observation windows (N, obs_horizon, obs_dim); noise as `sample_chunk`."""
+    chunk = sample_chunk(model, flat(model.obs_normalizer.normalize(obs_window)), noise,
+                         num_candidates)
+    chunk = chunk.reshape(len(chunk), model.cfg.pred_horizon, model.action_dim)
+    actions = model.action_normalizer.unnormalize(chunk)
+    return torch.maximum(torch.minimum(actions, model.action_high), model.action_low)
 
 
 class MeanFlowPolicy:
@@ -150,8 +178,8 @@ class MeanFlowPolicy:
         history = self.history[envs]
         obs = torch.from_numpy(((history - self.obs_mean) / self.obs_std).reshape(len(envs), -1))
         noise = torch.from_numpy(np.concatenate([self._noise(int(i)) for i in envs]))
-        chunk = self.model.sample_chunk(obs.to(self.device), noise.to(self.device),
-                                        self.num_candidates)
+        chunk = sample_chunk(self.model, obs.to(self.device), noise.to(self.device),
+                             self.num_candidates)
         chunk = chunk.cpu().numpy().reshape(len(envs), *self.action_shape)
         actions = chunk[:, :self.action_horizon] * self.action_std + self.action_mean
         self.queue[envs] = np.clip(actions, self.action_low, self.action_high)

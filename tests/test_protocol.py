@@ -10,6 +10,7 @@ from config import TrainConfig
 from dataset import MinariDataModule, discounted_returns
 from main import result_checkpoint
 from meanflow_ql import MeanFlowQL, compute_actor_loss, flat, sample_times
+from policy import sample_chunk
 from test_meanflow import small_config
 
 
@@ -37,7 +38,7 @@ def test_the_critic_only_ever_scores_clipped_actor_chunks(toy_dataset):
     seen = chunks_seen_by_critic(model)
     compute_actor_loss(model.actor, model.critic, batch, model.cfg, low, high)
     obs = flat(batch["obs"])
-    model.sample_chunk(obs, torch.randn(len(obs) * 4, model.actor.chunk_dim), num_candidates=4)
+    sample_chunk(model, obs, torch.randn(len(obs) * 4, model.actor.chunk_dim), num_candidates=4)
     assert len(seen) == 2
     for chunk in seen:
         assert torch.all(chunk >= low - 1e-6) and torch.all(chunk <= high + 1e-6)
