@@ -61,6 +61,8 @@ def parse_devices(devices: str):
 
 
 def quiet_lightning() -> None:
+    import logs
+    logs.quiet_warnings()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
     warnings.filterwarnings("ignore", ".*predict_dataloader.*")
@@ -73,7 +75,7 @@ RESUMABLE = ("num_epochs", "max_updates", "patience", "devices", "accelerator", 
              "num_workers", "mixed_precision", "output_dir", "val_every_n_epochs", "eval_every",
              "val_every_updates",
              "num_nodes",
-             "eval_episodes")
+             "eval_episodes", "logger", "progress_every")
 
 
 def resume_point(path: str) -> tuple[Path, Path]:
@@ -142,11 +144,11 @@ def train(cfg: TrainConfig, resume: str | None = None,
     last.ckpt with Q learning on, best.ckpt for pure behaviour cloning (see `result_checkpoint`)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.strategies import DDPStrategy
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     import collect
+    import logs
     from dataset import MinariDataModule, load_dataset
     from meanflow_ql import MeanFlowQL
 
@@ -155,6 +157,7 @@ def train(cfg: TrainConfig, resume: str | None = None,
     if resume:
         checkpoint_path, run_dir = resume_point(resume)
         cfg = resumed_config(checkpoint_path, typed or {})
+    logs.check_loggers(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=collect.build_local_dataset))
     model = MeanFlowQL.from_data(cfg, data)
@@ -173,7 +176,9 @@ def train(cfg: TrainConfig, resume: str | None = None,
     # the lowest validation loss, a behaviour-cloning metric that ranks BC runs but not Q
     # learning ones, so with Q learning on, train evaluates and test uses last.ckpt.
     monitor, mode = "val/loss", "min"
-    callbacks = [TQDMProgressBar(refresh_rate=20)]
+    # A bar on a terminal; in a file, a line every progress_every updates.
+    callbacks = [TQDMProgressBar(refresh_rate=20) if logs.interactive()
+                 else logs.make_line_progress(cfg.progress_every)]
     if cfg.eval_every > 0:
         import eval_online
         env_spec = eval_online.environment_spec(data.minari_dataset, None)
@@ -199,7 +204,8 @@ def train(cfg: TrainConfig, resume: str | None = None,
         max_epochs=-1, precision=cfg.mixed_precision, accelerator=cfg.accelerator,
         devices=parse_devices(cfg.devices), num_nodes=cfg.num_nodes, strategy=strategy,
         callbacks=callbacks,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard"),
+        logger=logs.make_loggers(cfg, run_dir, resumed=bool(resume)),
+        enable_progress_bar=logs.interactive(),
         log_every_n_steps=25, **validation_schedule(cfg),
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir))
     interruption = Interruption()
@@ -226,10 +232,13 @@ def train(cfg: TrainConfig, resume: str | None = None,
           f"{best}\nLast checkpoint: {checkpoints / 'last.ckpt'}\n"
           f"The run's result: {result.name} ({RESULT_REASON[result.name]})\n"
           f"Test it: python main.py test --dataset {cfg.dataset} --checkpoint {result}\n"
-          f"Logs: tensorboard --logdir {cfg.output_dir}", flush=True)
+          f"Logs: {', '.join(LOG_PLACES[name].replace('{run_dir}', str(run_dir)) for name in cfg.loggers)}",
+          flush=True)
     return result
 
 
+LOG_PLACES = {"tensorboard": "tensorboard --logdir {run_dir}/tensorboard",
+              "csv": "{run_dir}/csv/metrics.csv", "wandb": "W&B project meanflow-ql"}
 RESULT_REASON = {"last.ckpt": "Q learning: the final policy, as FQL and CORL report it",
                  "best.ckpt": "behaviour cloning: the lowest validation loss"}
 
@@ -388,10 +397,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 130 if str(err) == "SIGINT" else 143
             if best is not None and not args.skip_online_eval:
                 import eval_online
+                from policy import load_checkpoint
                 print(f"Online evaluation of {best.name} (--skip-online-eval skips it):")
                 # Validation seeds: a figure to develop with; `test` reports on test seeds.
                 eval_online.evaluate_checkpoint(best, log_to_tensorboard=True,
                                                 missing_env_ok=True,
+                                                log_video=load_checkpoint(best).cfg.eval_every > 0,
                                                 seed=eval_online.validation_seed(
                                                     config_from_args(args, parser).seed))
         elif args.command == "test":
