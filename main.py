@@ -10,6 +10,7 @@ Mistakes the user can fix end with one message and exit code 2, never with a tra
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -159,7 +160,8 @@ def train(cfg: TrainConfig, resume: str | None = None,
         cfg = resumed_config(checkpoint_path, typed or {})
     logs.check_loggers(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=collect.build_local_dataset))
+    build = functools.partial(collect.build_local_dataset, progress=logs.interactive())
+    data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=build))
     model = MeanFlowQL.from_data(cfg, data)
 
     if not resume:
