@@ -63,7 +63,7 @@ def make_line_progress(every: int):
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             updates, budget = int(pl_module.num_updates), pl_module.update_budget()
-            if updates % every and updates < budget:
+            if not trainer.is_global_zero or (updates % every and updates < budget):
                 return
             if updates == self.mark[0]:                     # already printed for this update
                 return
@@ -75,7 +75,7 @@ def make_line_progress(every: int):
             print(f"update {updates}/{budget}{losses}, {rate:.1f} updates/s", flush=True)
 
         def on_validation_end(self, trainer, pl_module) -> None:
-            if trainer.sanity_checking:
+            if trainer.sanity_checking or not trainer.is_global_zero:
                 return
             figures = ", ".join(f"{key} {float(trainer.callback_metrics[key]):.4f}"
                                 for key in ("val/loss", "eval/return", "eval/normalized_score")
