@@ -269,14 +269,14 @@ def build_dataset(dataset_id: str, num_episodes: int | None = None, seed: int = 
     return build_ogbench(dataset_id, num_episodes, seed, overwrite, progress)
 
 
-def build_for_training(dataset_id: str) -> minari.MinariDataset:
-    """`build_dataset` with the defaults, refusing (before any work) ids that build files
-    rather than a dataset to train on: OGBench's goal-conditioned play data."""
+def build_for_training(dataset_id: str, progress: bool = True) -> minari.MinariDataset:
+    """`build_dataset` with the default size and seed, refusing (before any work) ids that build
+    files rather than a dataset to train on: OGBench's goal-conditioned play data."""
     if dataset_id.removeprefix(f"{ogbench.NAMESPACE}/") in ogbench.PLAY_DATASETS:
         raise UsageError(f"{dataset_id} is OGBench's goal-conditioned play data, a source of "
                          f"single-task datasets, not one to train on: train on one of "
                          f"{', '.join(ogbench.singletask_ids(dataset_id.split('/')[-1]))}.")
-    return build_dataset(dataset_id)
+    return build_dataset(dataset_id, progress=progress)
 
 
 def build_ogbench(dataset_id: str, num_episodes: int | None = None, seed: int = 0,

@@ -152,6 +152,13 @@ class TrainConfig:
     1000 x seed + i), never the seeds of dataset episodes or of the test evaluation."""
     output_dir: str = "runs"
     """Where run directories are created."""
+    logger: str = "tensorboard"
+    """Where the run's figures go: tensorboard, csv (runs/<run>/csv/metrics.csv), wandb
+    (needs `pip install wandb`; offline without a network), or several, comma-separated:
+    tensorboard,csv."""
+    progress_every: int = 500
+    """When the output is not a terminal (a file, a cluster job), print one progress line every
+    this many updates instead of a progress bar."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -159,7 +166,7 @@ class TrainConfig:
                      "inference_steps", "actor_hidden_dim", "actor_num_layers",
                      "critic_hidden_dim", "critic_num_layers", "cql_num_samples",
                      "num_candidates", "val_every_n_epochs", "val_every_updates", "eval_episodes",
-                     "num_nodes"):
+                     "num_nodes", "progress_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.action_horizon > self.pred_horizon:
@@ -191,8 +198,17 @@ class TrainConfig:
         if self.mixed_precision not in PRECISIONS:
             problems.append(f"mixed_precision must be one of {', '.join(PRECISIONS)} "
                             f"(got {self.mixed_precision!r})")
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        if unknown or not self.loggers or len(set(self.loggers)) < len(self.loggers):
+            problems.append(f"logger must be one or several (comma-separated, each once) of "
+                            f"{', '.join(LOGGERS)} (got {self.logger!r})")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def loggers(self) -> list[str]:
+        """The names in `logger`."""
+        return [name.strip() for name in self.logger.split(",") if name.strip()]
 
     @property
     def learns_q(self) -> bool:
@@ -215,6 +231,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+LOGGERS = ("tensorboard", "csv", "wandb")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true", "16-true", "bf16-true")
 
 # The seed's flag names, kept working beside the generated `--kebab-case` ones.

@@ -25,6 +25,7 @@ from config import TEST_SEED, VALIDATION_SEED, UsageError, expand_user_in_enviro
 from dataset import add_batch_axis, first_line, load_dataset  # noqa: E402
 from policy import MeanFlowPolicy, ZeroPolicy, load_checkpoint  # noqa: E402
 from builders import pusher  # noqa: E402
+import logs  # noqa: E402
 
 
 def validation_seed(training_seed: int) -> int:
@@ -230,10 +231,8 @@ def summarize(results: dict, dataset) -> dict:
     return summary
 
 
-def record_video(policy, env_spec, path: Path, seed: int) -> int:
-    """Render one seeded episode offscreen and write it as .mp4 or .gif; returns frame count."""
-    import imageio.v2 as imageio
-
+def render_episode(policy, env_spec, seed: int) -> tuple[list[np.ndarray], float]:
+    """Render one seeded episode offscreen: its frames and frames per second."""
     try:
         env = make_env_fn(env_spec, render_mode="rgb_array")()
         obs, _ = env.reset(seed=seed)
@@ -252,13 +251,18 @@ def record_video(policy, env_spec, path: Path, seed: int) -> int:
         frames.append(env.render())
         done = terminated or truncated
     env.close()
+    return frames, env.metadata.get("render_fps", 20)
+
+
+def write_video(frames: list[np.ndarray], fps: float, path: Path) -> None:
+    """Write frames as .mp4 or .gif."""
+    import imageio.v2 as imageio
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fps = env.metadata.get("render_fps", 20)
     if path.suffix.lower() == ".gif":
         imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
     else:
         imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
-    return len(frames)
 
 
 # --- during training ---------------------------------------------------------------------------
@@ -302,8 +306,11 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
                         action_horizon: int | None = None, num_candidates: int | None = None,
                         env_id: str | None = None, video: str | None = None,
                         log_to_tensorboard: bool = False, progress: bool = True,
-                        missing_env_ok: bool = False) -> dict | None:
-    """Evaluate a checkpoint online, print and save the figures; returns the summary."""
+                        missing_env_ok: bool = False, log_video: bool = False) -> dict | None:
+    """Evaluate a checkpoint online, print and save the figures; returns the summary.
+
+    log_to_tensorboard: the figures go to the run's logs (`log_summary`). A rendered episode
+    goes there too with `video` (which also writes it to that file) or `log_video`."""
     if episodes < 1:
         raise UsageError(f"--episodes must be at least 1 (got {episodes}).")
     if num_envs < 1:
@@ -325,7 +332,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
     envs = make_vector_env(env_spec, min(num_envs, episodes))
     try:
         check_shapes(policy, envs)
-        results = run_episodes(policy, envs, episodes, seed, progress,
+        results = run_episodes(policy, envs, episodes, seed, progress and logs.interactive(),
                                success_criterion(env_spec))
     finally:
         envs.close()
@@ -337,9 +344,13 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
     out = checkpoint.with_name(checkpoint.stem + ".online.json")
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"Saved {out}")
-    if video:
-        frames = record_video(policy, env_spec, Path(video).expanduser(), seed)
-        print(f"Wrote {video} ({frames} frames)")
+    if video or log_video:
+        frames, fps = render_episode(policy, env_spec, seed)
+        if video:
+            write_video(frames, fps, Path(video).expanduser())
+            print(f"Wrote {video} ({len(frames)} frames)")
+        logs.log_video(checkpoint.resolve().parent.parent, frames, fps,
+                       int(model.num_updates), "test/episode")
     if log_to_tensorboard:
         log_summary(checkpoint, summary, int(model.num_updates))
     return summary
@@ -385,18 +396,10 @@ def format_summary(s: dict) -> str:
 
 
 def log_summary(checkpoint: Path, summary: dict, step: int) -> None:
-    """Write the figures into the run's TensorBoard log (runs/<run>/tensorboard)."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    log_dir = checkpoint.resolve().parent.parent / "tensorboard"
-    if not log_dir.is_dir():
-        return
-    writer = SummaryWriter(str(log_dir))
-    for key in ("return_mean", "return_std", "normalized_score_mean", "success_rate",
-                "length_mean"):
-        if key in summary:
-            writer.add_scalar(f"test/{key}", summary[key], step)
-    writer.close()
+    """Write the figures into the run's logs (runs/<run>/tensorboard, csv/metrics.csv, W&B)."""
+    keys = ("return_mean", "return_std", "normalized_score_mean", "success_rate", "length_mean")
+    logs.log_figures(checkpoint.resolve().parent.parent,
+                     {f"test/{key}": summary[key] for key in keys if key in summary}, step)
 
 
 def build_parser(prog: str = "eval_online.py") -> argparse.ArgumentParser:
@@ -420,13 +423,15 @@ def build_parser(prog: str = "eval_online.py") -> argparse.ArgumentParser:
                         help="chunks sampled per replan, best by the critic (default: "
                              "the checkpoint's)")
     parser.add_argument("--env", help="Gymnasium id overriding the dataset's environment")
-    parser.add_argument("--video", help="write one rendered episode to this .mp4 or .gif")
+    parser.add_argument("--video", help="write one rendered episode to this .mp4 or .gif "
+                        "(and into the run's TensorBoard log)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     expand_user_in_environment()
     args = build_parser().parse_args(argv)
+    logs.quiet_warnings()
     try:
         if args.baseline:
             if not args.dataset:

@@ -10,6 +10,7 @@ Mistakes the user can fix end with one message and exit code 2, never with a tra
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -63,6 +64,8 @@ def parse_devices(devices: str):
 
 
 def quiet_lightning() -> None:
+    import logs
+    logs.quiet_warnings()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
     warnings.filterwarnings("ignore", ".*predict_dataloader.*")
@@ -78,7 +81,7 @@ RESUMABLE = ("num_epochs", "max_updates", "patience", "devices", "accelerator", 
              "num_workers", "mixed_precision", "output_dir", "val_every_n_epochs", "eval_every",
              "val_every_updates",
              "num_nodes",
-             "eval_episodes")
+             "eval_episodes", "logger", "progress_every")
 
 
 def resume_point(path: str) -> tuple[Path, Path]:
@@ -245,10 +248,10 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     directory and config.json are written here; a resumed run writes nothing yet."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.strategies import DDPStrategy
 
     import collect
+    import logs
     from dataset import MinariDataModule, load_dataset
     from meanflow_ql import MeanFlowQL
 
@@ -257,8 +260,10 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     if resume:
         checkpoint_path, run_dir = resume_point(resume)
         cfg = resumed_config(checkpoint_path, typed or {}, run_dir)
+    logs.check_loggers(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=collect.build_for_training))
+    build = functools.partial(collect.build_for_training, progress=logs.interactive())
+    data = MinariDataModule(cfg, load_dataset(cfg.dataset, build=build))
     if cfg.gamma == 1 and cfg.trains_critic and not data.any_terminal:
         raise UsageError(
             f"--gamma 1 with Q learning needs episodes that end in a true termination, and no "
@@ -290,7 +295,9 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     # the lowest validation loss, a behaviour-cloning metric that ranks BC runs but not Q
     # learning ones, so with Q learning on, train evaluates and test uses last.ckpt.
     monitor, mode = "val/loss", "min"
-    callbacks = [TQDMProgressBar(refresh_rate=20), data_record_callback(record)]
+    # A bar on a terminal; in a file, a line every progress_every updates.
+    callbacks = [TQDMProgressBar(refresh_rate=20) if logs.interactive()
+                 else logs.make_line_progress(cfg.progress_every), data_record_callback(record)]
     if cfg.eval_every > 0:
         import eval_online
         callbacks.append(eval_online.make_online_eval_callback(
@@ -315,7 +322,8 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
         max_epochs=-1, precision=cfg.mixed_precision, accelerator=cfg.accelerator,
         devices=parse_devices(cfg.devices), num_nodes=cfg.num_nodes, strategy=strategy,
         callbacks=callbacks,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard"),
+        logger=logs.make_loggers(cfg, run_dir, resumed=bool(resume)),
+        enable_progress_bar=logs.interactive(),
         log_every_n_steps=25, **validation_schedule(cfg),
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir))
     return PreparedRun(cfg, run_dir, data, model, trainer, checkpoint, monitor, checkpoint_path)
@@ -357,9 +365,17 @@ def train(cfg: TrainConfig, resume: str | None = None,
           # Shell-quoted, so they paste back whatever the paths hold (spaces, quotes).
           f"Test it: python main.py test --dataset {shlex.quote(cfg.dataset)} "
           f"--checkpoint {shlex.quote(str(result))}\n"
-          f"Logs: tensorboard --logdir {shlex.quote(str(Path(cfg.output_dir).expanduser()))}",
+          f"Logs: {', '.join(log_place(name, run_dir) for name in cfg.loggers)}",
           flush=True)
     return result
+
+
+def log_place(logger: str, run_dir: Path) -> str:
+    """Where one logger's records of a run are, as a user would open them (shell-quoted)."""
+    quoted = shlex.quote(str(run_dir))
+    return {"tensorboard": f"tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))}",
+            "csv": shlex.quote(str(run_dir / "csv" / "metrics.csv")),
+            "wandb": f"W&B project meanflow-ql ({quoted}/wandb when offline)"}[logger]
 
 
 RESULT_REASON = {"last.ckpt": "Q learning: the final policy, as FQL and CORL report it",
@@ -526,11 +542,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 130 if str(err) == "SIGINT" else 143
             if best is not None and not args.skip_online_eval:
                 import eval_online
+                from policy import load_checkpoint
                 print(f"Online evaluation of {best.name} (--skip-online-eval skips it):")
                 try:
                     # Validation seeds: a figure to develop with; `test` reports on test seeds.
                     eval_online.evaluate_checkpoint(best, log_to_tensorboard=True,
                                                     missing_env_ok=True,
+                                                    log_video=load_checkpoint(best).cfg.eval_every > 0,
                                                     seed=eval_online.validation_seed(
                                                         config_from_args(args, parser).seed))
                 except UsageError as err:

@@ -14,10 +14,12 @@ ALLOWED = {
     "dataset": {"config"},
     "meanflow_ql": {"config", "dataset"},
     "policy": {"config", "dataset", "meanflow_ql"},
-    "eval_online": {"config", "dataset", "meanflow_ql", "policy", "builders"},
+    "logs": {"config"},
+    "eval_online": {"config", "dataset", "meanflow_ql", "policy", "logs", "builders"},
     "builders": {"builders"},
     "collect": {"config", "builders"},
-    "main": {"config", "dataset", "meanflow_ql", "policy", "eval_online", "collect", "builders"},
+    "main": {"config", "dataset", "meanflow_ql", "policy", "eval_online", "collect", "logs",
+             "builders"},
 }
 
 
