@@ -111,6 +111,10 @@ class TrainConfig:
     """Hidden layers of each Q network."""
     critic_layer_norm: bool = True
     """LayerNorm after each hidden layer of the critic (as in FQL)."""
+    reward_scale: float = 0.0
+    """Multiplies every reward the critic learns from; 0 = automatic: 1 / (mean |reward| per
+    step) when that mean exceeds 10, else 1. The factor used is saved in the checkpoint;
+    evaluation returns stay in the environment's units."""
     gamma: float = 0.99
     """Discount per environment step."""
     tau: float = 0.005
@@ -187,6 +191,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive (got {getattr(self, name)})")
         for name in ("cql_alpha", "actor_q_weight", "grad_clip", "max_updates", "patience", "num_epochs",
+                     "reward_scale",
                      "num_workers", "adaptive_weight_power", "eval_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative (got {getattr(self, name)})")

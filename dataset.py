@@ -53,6 +53,8 @@ from config import DEFAULT_DATASET, TrainConfig, UsageError
 # A dimension whose spread is below this is treated as constant: dividing by a std of ~3e-4 (as
 # some Pusher features have) would turn float noise into large inputs.
 MIN_STD = 1e-2
+# Above this mean |reward| per step, loading suggests --reward-scale (see MinariDataModule._read).
+LARGE_REWARD = 10.0
 
 
 # --- finding a dataset: local copy, local build, download ------------------------------------
@@ -477,6 +479,16 @@ class MinariDataModule(L.LightningDataModule):
         episodes = read_episodes(self.minari_dataset, self.obs_keys)
         note = out_of_bounds_actions(episodes, self.action_low, self.action_high,
                                      clip=self.cfg.clip_dataset_actions)
+        typical = float(np.mean(np.abs(np.concatenate([e["rewards"] for e in episodes]))))
+        # reward_scale 0 = automatic: rewards of about 1 per step when they are large.
+        self.reward_scale = self.cfg.reward_scale or (1 / typical if typical > LARGE_REWARD
+                                                      else 1.0)
+        for episode in episodes:          # the critic learns scaled rewards, its Q values too
+            episode["rewards"] = episode["rewards"] * self.reward_scale
+        if self.reward_scale != 1.0:
+            scaled = (f"Rewards are multiplied by {self.reward_scale:.4g} for the critic (mean "
+                      f"|reward| per step {typical:.4g}; --reward-scale sets the factor).")
+            note = f"{note} {scaled}" if note else scaled
         return episodes, note
 
     def use_normalizers(self, obs_normalizer: Normalizer, action_normalizer: Normalizer) -> None:

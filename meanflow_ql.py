@@ -303,6 +303,8 @@ class MeanFlowQL(L.LightningModule):
         # Pure behaviour cloning (no Q term, no CQL, one candidate) never reads the critic:
         # it is not trained then, which makes the baseline cheaper and changes nothing else.
         self.trains_critic = c.trains_critic
+        # The factor the critic's rewards were multiplied by (config reward_scale, resolved).
+        self.register_buffer("reward_scale", torch.ones((), dtype=torch.float64))
         # Lightning's global_step counts both optimizers' steps; this counts updates.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
@@ -311,9 +313,14 @@ class MeanFlowQL(L.LightningModule):
         """A fresh module for a MinariDataModule: its shapes, bounds and fitted normalisers."""
         model = cls(cfg.to_dict(), data.obs_dim, data.action_dim, data.action_low.tolist(),
                     data.action_high.tolist(), data.obs_keys, cfg.dataset)
+        model.reward_scale.fill_(data.reward_scale)
         model.obs_normalizer.load_state_dict(data.obs_normalizer.state_dict())
         model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
         return model
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints written before rewards could be scaled trained on unscaled rewards.
+        checkpoint["state_dict"].setdefault("reward_scale", torch.ones((), dtype=torch.float64))
 
     def chunk_bounds(self) -> tuple[torch.Tensor, ...]:
         """(action-space low, high, data low, high), each normalised and tiled to a flat chunk

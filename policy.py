@@ -45,6 +45,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> MeanFlowQL:
         raise UsageError(f"{path} is not a meanflow-ql checkpoint (no config or weights inside). "
                          "Use a checkpoint written by `python main.py train`.")
     model = MeanFlowQL(**hparams)
+    model.on_load_checkpoint(checkpoint)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

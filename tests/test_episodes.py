@@ -142,3 +142,49 @@ def test_gamma_one_needs_a_terminating_episode_when_q_learning(minari_path, tmp_
                           "--output-dir", str(runs), *TINY], tmp_path)
     assert code == 0, err
     assert "Data: 3 training / 0 validation episodes, 13 training windows" in out
+
+
+def test_large_rewards_are_scaled_for_the_critic_and_the_factor_is_saved(minari_path, tmp_path):
+    """+100 per step: the automatic scale is 1/100, chunk rewards and Monte-Carlo returns are in
+    the scaled units, the factor travels in the checkpoint; --reward-scale overrides it."""
+    import lightning as L
+    import torch
+
+    from meanflow_ql import MeanFlowQL
+
+    buffers = []
+    for _ in range(3):
+        steps = 6
+        truncations = [False] * (steps - 1) + [True]
+        buffers.append(EpisodeBuffer(observations=list(np.arange(steps + 1.0)[:, None].repeat(2, 1)),
+                                     actions=list(np.zeros((steps, 1))), rewards=[100.0] * steps,
+                                     terminations=[False] * steps, truncations=truncations))
+    dataset = minari.create_dataset_from_buffers(
+        "toy/reward/hundred-v0", buffers, algorithm_name="hand-written",
+        observation_space=gym.spaces.Box(-1e3, 1e3, (2,), np.float64),
+        action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32))
+    cfg = TrainConfig(dataset="toy/reward/hundred-v0", pred_horizon=2, action_horizon=2,
+                      gamma=0.5, val_fraction=0.0, batch_size=4, max_updates=2)
+    data = MinariDataModule(cfg, dataset)
+    assert data.reward_scale == pytest.approx(0.01)
+    assert "multiplied by 0.01" in data.actions_note
+    index = data.train_set.index
+    np.testing.assert_allclose(index["chunk_reward"][:5].numpy(), 1.5)      # 1 + 0.5 * 1
+    np.testing.assert_allclose(index["mc_return"][0].item(), sum(0.5 ** k for k in range(6)),
+                               rtol=1e-6)
+    model = MeanFlowQL.from_data(cfg, data)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path, accelerator="cpu", limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    assert load_checkpoint(tmp_path / "model.ckpt").reward_scale.item() == pytest.approx(0.01)
+    typed = MinariDataModule(TrainConfig(dataset="toy/reward/hundred-v0", reward_scale=1.0,
+                                         pred_horizon=2, action_horizon=2, gamma=0.5,
+                                         val_fraction=0.0), dataset)
+    assert typed.reward_scale == 1.0
+    np.testing.assert_allclose(typed.train_set.index["chunk_reward"][:5].numpy(), 150.0)
+    # Checkpoints from before the factor existed load as unscaled.
+    checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)
+    del checkpoint["state_dict"]["reward_scale"]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    assert load_checkpoint(tmp_path / "old.ckpt").reward_scale.item() == 1.0
