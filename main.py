@@ -555,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise UsageError(
                         f"Training finished and its checkpoints are kept ({best.parent}), but "
                         f"the online evaluation failed. {err} Evaluate later with `python "
-                        f"eval_online.py --checkpoint {best} --env ENV_ID`.") from None
+                        f"eval_online.py --checkpoint {shlex.quote(str(best))} --env ENV_ID`.") \
+                        from None
         elif args.command == "test":
             test(args)
     except UsageError as err:

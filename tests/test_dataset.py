@@ -12,7 +12,8 @@ GAMMA = 0.9
 
 def make_data(dataset, **overrides):
     values = dict(dataset=dataset.spec.dataset_id, obs_horizon=3, pred_horizon=4,
-                  action_horizon=2, gamma=GAMMA, val_fraction=0.0, batch_size=4)
+                  action_horizon=2, gamma=GAMMA, val_fraction=0.0, batch_size=4,
+                  reward_scale=1.0)      # the toy's rewards as written (automatic would scale)
     values.update(overrides)
     return MinariDataModule(TrainConfig(**values), dataset)
 

@@ -17,7 +17,8 @@ from policy import MeanFlowPolicy, load_checkpoint
 def small_config(**overrides):
     values = dict(obs_horizon=2, pred_horizon=3, action_horizon=2, batch_size=4,
                   actor_hidden_dim=32, critic_hidden_dim=32, actor_num_layers=2,
-                  critic_num_layers=2, val_fraction=0.34, cql_alpha=1.0, actor_q_weight=1.0)
+                  critic_num_layers=2, val_fraction=0.34, cql_alpha=1.0, actor_q_weight=1.0,
+                  reward_scale=1.0)      # the toy's rewards as written (automatic would scale)
     values.update(overrides)
     return TrainConfig(**values)
 

@@ -34,13 +34,13 @@ def test_tilde_and_spaces_in_every_path(tmp_path):
     # `python main.py` is).
     test_it = next(line for line in out.splitlines() if line.startswith("Test it: "))
     command = test_it.removeprefix("Test it: ")
-    assert f"'{runs[0] / 'checkpoints' / 'best.ckpt'}'" in command
+    assert f"'{runs[0] / 'checkpoints' / 'last.ckpt'}'" in command      # Q learning's result
     result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "action MSE (raw units)" in result.stdout and "normalised score:" in result.stdout
-    assert (runs[0] / "checkpoints" / "best.test.json").is_file()
-    assert (runs[0] / "checkpoints" / "best.online.json").is_file()
+    assert (runs[0] / "checkpoints" / "last.test.json").is_file()
+    assert (runs[0] / "checkpoints" / "last.online.json").is_file()
 
     # --resume, eval_online.py's --checkpoint and --video, and main.py test's --output-dir.
     tilde_run = "~/mq runs/" + runs[0].name
@@ -48,6 +48,7 @@ def test_tilde_and_spaces_in_every_path(tmp_path):
                           "--skip-online-eval"], env, work)
     assert code == 0, err
     assert updates_in(out) == 3
+    (runs[0] / "checkpoints" / "last.online.json").unlink()      # written again below
     code, out, err = run([str(ROOT / "eval_online.py"), "--checkpoint",
                           tilde_run + "/checkpoints/last.ckpt", "--episodes", "1", "--video",
                           "~/episode.gif"], env, work)
@@ -57,5 +58,5 @@ def test_tilde_and_spaces_in_every_path(tmp_path):
     code, out, err = run([MAIN, "test", "--output-dir", "~/mq runs", "--skip-online-eval"],
                          env, work)
     assert code == 0, err
-    assert re.search(r"Using the best checkpoint of the newest run: .*mq runs", out)
+    assert re.search(r"Using the result checkpoint of the newest run: .*mq runs", out)
     assert not (work / "~").exists() and not (ROOT / "~").exists()

@@ -43,9 +43,11 @@ def saved_updates(run_dir) -> int:
 def test_resume_with_another_patience_uses_it(pusher, tmp_path):
     # A learning rate of 1e-30 leaves the weights as they are, so the validation loss never
     # improves after the first validation: patience p stops the run after p + 1 validations.
+    # Pure behaviour cloning: early stopping on the validation loss applies to it (issue #14).
     code, out, err = run([MAIN, "train", "--learning-rate", "1e-30", "--learning-rate-schedule",
                           "constant", "--patience", "1", "--epochs", "1", "--output-dir",
-                          str(tmp_path / "runs"), *SMALL], pusher["env"], pusher["cwd"])
+                          str(tmp_path / "runs"), "--actor-q-weight", "0", "--cql-alpha", "0",
+                          *SMALL], pusher["env"], pusher["cwd"])
     assert code == 0, err
     batches = windows_in(out) // 64
     run_dir = next((tmp_path / "runs").iterdir())
@@ -95,6 +97,28 @@ def test_resume_validates_at_the_new_interval(pusher, first_run, tmp_path):
     assert len(events.Scalars("val/loss")) == 2
 
 
+def test_resume_takes_a_new_budget_unit_validation_interval_loggers_and_progress(
+        pusher, first_run, tmp_path):
+    """From an epoch budget to an update budget, validating every 2 updates, with a CSV log
+    added and a progress line every 2 updates (output to a file: lines, not a bar)."""
+    run_dir = copy_of(first_run, tmp_path)
+    batches = first_run["batches"]
+    code, out, err = resume(pusher, run_dir, "--epochs", "0", "--max-updates", str(batches + 4),
+                            "--val-every-updates", "2", "--logger", "tensorboard,csv",
+                            "--progress-every", "2")
+    assert code == 0, err
+    assert updates_in(out) == batches + 4
+    progress = [line for line in out.splitlines() if line.startswith("update ")]
+    # A line at every multiple of 2, and one at the last update.
+    expected = sorted({u for u in range(batches + 1, batches + 5) if u % 2 == 0} | {batches + 4})
+    assert [int(line.split()[1].split("/")[0]) for line in progress] == expected
+    validated = [int(line.split()[3].rstrip(":")) for line in out.splitlines()
+                 if line.startswith("validation at update")]
+    assert len(validated) >= 2 and all(u % 2 == 0 or u == batches + 4 for u in validated), out
+    metrics = (run_dir / "csv" / "metrics.csv").read_text()
+    assert "val/loss" in metrics.splitlines()[0]
+
+
 def test_resume_turns_on_online_evaluation_with_its_episodes(pusher, first_run, tmp_path):
     run_dir = copy_of(first_run, tmp_path)
     code, out, err = resume(pusher, run_dir, "--epochs", "2", "--eval-every", "1",
@@ -107,8 +131,9 @@ def test_resume_turns_on_online_evaluation_with_its_episodes(pusher, first_run, 
     assert len(logged) == 1
     # The evaluation ran after the last update: the same two episodes from last.ckpt agree.
     last = run_dir / "checkpoints" / "last.ckpt"
-    code, out, err = run([EVAL, "--checkpoint", str(last), "--episodes", "2"], pusher["env"],
-                         pusher["cwd"])
+    # Training-time evaluation runs on validation seeds (2,000,000 + 1000 x seed).
+    code, out, err = run([EVAL, "--checkpoint", str(last), "--episodes", "2", "--seed",
+                          "2000000"], pusher["env"], pusher["cwd"])
     assert code == 0, err
     returns = json.loads(last.with_name("last.online.json").read_text())["returns"]
     assert logged[0].value == pytest.approx(sum(returns) / 2, abs=1e-3)
@@ -154,7 +179,8 @@ def test_resume_builds_the_trainer_and_loaders_it_is_given(pusher, first_run, tm
 def test_every_resumable_setting_has_a_test():
     tested = {"patience", "max_updates", "num_epochs", "output_dir", "val_every_n_epochs",
               "eval_every", "eval_episodes", "mixed_precision", "devices", "strategy",
-              "accelerator", "num_nodes", "num_workers"}
+              "accelerator", "num_nodes", "num_workers", "val_every_updates", "logger",
+              "progress_every"}
     assert set(main.RESUMABLE) == tested
 
 
