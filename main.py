@@ -544,13 +544,15 @@ def main(argv: list[str] | None = None) -> int:
                 import eval_online
                 from policy import load_checkpoint
                 print(f"Online evaluation of {best.name} (--skip-online-eval skips it):")
+                # The run's own settings, as trained (a resumed run's come from its checkpoint,
+                # not from the flags typed now).
+                run_cfg = load_checkpoint(best).cfg
                 try:
                     # Validation seeds: a figure to develop with; `test` reports on test seeds.
                     eval_online.evaluate_checkpoint(best, log_to_tensorboard=True,
                                                     missing_env_ok=True,
-                                                    log_video=load_checkpoint(best).cfg.eval_every > 0,
-                                                    seed=eval_online.validation_seed(
-                                                        config_from_args(args, parser).seed))
+                                                    log_video=run_cfg.eval_every > 0,
+                                                    seed=eval_online.validation_seed(run_cfg.seed))
                 except UsageError as err:
                     raise UsageError(
                         f"Training finished and its checkpoints are kept ({best.parent}), but "
