@@ -269,7 +269,8 @@ def write_video(frames: list[np.ndarray], fps: float, path: Path) -> None:
 
 def make_online_eval_callback(dataset, env_spec, every: int, episodes: int, seed: int):
     """A Lightning callback: every `every` validations, a short online evaluation, logged as
-    eval/return and eval/normalized_score (what the best checkpoint is chosen by then)."""
+    eval/return and eval/normalized_score (what the best checkpoint is chosen by then), and
+    eval/success_rate where the environment reports success (OGBench, Pusher)."""
     import lightning as L
 
     class OnlineEvaluation(L.Callback):
@@ -295,6 +296,8 @@ def make_online_eval_callback(dataset, env_spec, every: int, episodes: int, seed
             pl_module.log("eval/return", self.last["return_mean"], prog_bar=True)
             if "normalized_score_mean" in self.last:
                 pl_module.log("eval/normalized_score", self.last["normalized_score_mean"])
+            if "success_rate" in self.last:
+                pl_module.log("eval/success_rate", self.last["success_rate"])
 
     return OnlineEvaluation()
 

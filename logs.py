@@ -78,7 +78,8 @@ def make_line_progress(every: int):
             if trainer.sanity_checking or not trainer.is_global_zero:
                 return
             figures = ", ".join(f"{key} {float(trainer.callback_metrics[key]):.4f}"
-                                for key in ("val/loss", "eval/return", "eval/normalized_score")
+                                for key in ("val/loss", "eval/return", "eval/normalized_score",
+                                            "eval/success_rate")
                                 if key in trainer.callback_metrics)
             print(f"validation at update {int(pl_module.num_updates)}: {figures}", flush=True)
 

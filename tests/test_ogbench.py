@@ -278,9 +278,11 @@ def test_success_masks_stop_bootstrapping_without_cutting_episodes(cube_npz, min
 def test_a_single_task_id_trains_and_tests_with_a_success_rate(tmp_path):
     """`main.py train --dataset ogbench/...-singletask-task2-v0` builds the Minari dataset from a
     regenerated play file, trains; `main.py test` evaluates in the single-task env and reports
-    the success rate; a play id is refused as a training set."""
+    the success rate, and the online evaluation during training logs it too; a play id is
+    refused as a training set."""
     import json
     import os
+    import re
     import subprocess
     import sys
     from pathlib import Path
@@ -295,8 +297,10 @@ def test_a_single_task_id_trains_and_tests_with_a_success_rate(tmp_path):
                                        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     dataset_id = "ogbench/cube-single-play-singletask-task2-v0"
     trained = run("train", "--dataset", dataset_id, "--max-updates", "8", "--batch-size", "16",
-                  "--actor-hidden-dim", "32", "--critic-hidden-dim", "32", "--skip-online-eval")
+                  "--actor-hidden-dim", "32", "--critic-hidden-dim", "32", "--skip-online-eval",
+                  "--val-every-updates", "4", "--eval-every", "1", "--eval-episodes", "1")
     assert trained.returncode == 0, trained.stderr
+    assert re.search(r"validation at update 8: .*eval/success_rate [01]\.0000", trained.stdout)
     assert f"Using the regenerated OGBench file {folder / 'cube-single-play-v0.npz'}" \
         in trained.stdout
     tested = run("test", "--dataset", dataset_id, "--episodes", "2")
