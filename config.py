@@ -100,6 +100,11 @@ class TrainConfig:
     actor_q_weight: float = 2.0
     """Weight of the Q term in the actor loss (the Q term is normalised by mean |Q|, so this does
     not depend on the reward scale). 0 with cql_alpha 0 = MeanFlow behaviour cloning."""
+    consistency_weight: float = 0.0
+    """Weight of the one-step tie: the mean squared distance (per action element) between the
+    actor's one-step chunk and a stop-gradient 16-step chunk of the same network from the same
+    noise. It holds the point where the policy acts to the behaviour flow, as FQL's distillation
+    term holds its one-step policy to its multi-step BC flow (Park et al. 2025)."""
     corner_ratio: float = 0.0
     """Fraction of each batch trained at (r, t) = (0, 1), the point one-step sampling uses (the
     logit-normal sampler draws it with probability under 0.1%). At most ratio_r_neq_t."""
@@ -190,9 +195,9 @@ class TrainConfig:
         for name in ("learning_rate",):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive (got {getattr(self, name)})")
-        for name in ("cql_alpha", "actor_q_weight", "grad_clip", "max_updates", "patience", "num_epochs",
-                     "reward_scale",
-                     "num_workers", "adaptive_weight_power", "eval_every"):
+        for name in ("cql_alpha", "actor_q_weight", "consistency_weight", "grad_clip",
+                     "max_updates", "patience", "num_epochs", "reward_scale", "num_workers",
+                     "adaptive_weight_power", "eval_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative (got {getattr(self, name)})")
         if self.learning_rate_schedule not in ("cosine", "constant"):

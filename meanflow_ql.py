@@ -247,11 +247,20 @@ def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
                        cfg: TrainConfig, chunk_low: torch.Tensor, chunk_high: torch.Tensor):
     """MeanFlow loss (stay near the data) plus the normalised Q of the actor's one-step chunk,
     clipped to the action bounds (flat normalised chunks) before the critic scores it, as it is
-    clipped in the TD target, in CQL and when executed (FQL clips the same way)."""
+    clipped in the TD target, in CQL and when executed (FQL clips the same way); with
+    consistency_weight, plus the one-step chunk's squared distance to the same network's
+    multi-step chunk from the same noise (FQL's distillation, with the teacher in the actor)."""
     obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
     loss, info = compute_meanflow_loss(actor, obs, actions, mask, cfg)
-    with torch.set_grad_enabled(cfg.actor_q_weight > 0):
-        chunk = actor.sample(obs, torch.randn_like(flat(actions)), cfg.inference_steps)
+    noise = torch.randn_like(flat(actions))
+    with torch.set_grad_enabled(cfg.actor_q_weight > 0 or cfg.consistency_weight > 0):
+        chunk = actor.sample(obs, noise, cfg.inference_steps)
+    if cfg.consistency_weight > 0:
+        with torch.no_grad():
+            teacher = actor.sample(obs, noise, MULTI_STEP_SAMPLING)
+        consistency = ((chunk - teacher) ** 2).mean()
+        loss = loss + cfg.consistency_weight * consistency
+        info["actor/consistency"] = consistency.detach()
     if cfg.actor_q_weight > 0:
         q = critic(obs, clip_chunk(chunk, chunk_low, chunk_high)).mean(0)
         # Dividing by mean |Q| (as FQL does) makes the weight independent of the reward scale.

@@ -1,6 +1,8 @@
 """Algorithm fidelity and evaluation protocol (issue #14): clipping before the critic, the
 sampling corner, the update budget, critic diagnostics, the frozen critic, the result checkpoint."""
 
+import copy
+
 import lightning as L
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ import torch
 from config import TrainConfig
 from dataset import MinariDataModule, discounted_returns
 from main import result_checkpoint
-from meanflow_ql import MeanFlowQL, compute_actor_loss, flat, sample_times
+from meanflow_ql import (MULTI_STEP_SAMPLING, MeanFlowQL, compute_actor_loss, flat,
+                         sample_times)
 from policy import sample_chunk
 from test_meanflow import small_config
 
@@ -43,6 +46,44 @@ def test_the_critic_only_ever_scores_clipped_actor_chunks(toy_dataset):
     for chunk in seen:
         assert torch.all(chunk >= low - 1e-6) and torch.all(chunk <= high + 1e-6)
         assert torch.any(chunk == low) or torch.any(chunk == high)   # clipping happened
+
+
+def test_consistency_term_is_the_one_to_multi_step_gap_and_shrinks_it(toy_dataset):
+    """The one-step tie measures ||one-step - 16-step||^2 from the same noise, gives gradient
+    only through the one-step chunk, and steps on it alone bring the two samplers together."""
+    model, _, batch = model_and_batch(toy_dataset, actor_q_weight=0.0, cql_alpha=0.0,
+                                      consistency_weight=1.0)
+    low, high = model.chunk_bounds()[:2]
+    obs = flat(batch["obs"])
+
+    def gap(module):
+        noise = torch.randn(len(obs), module.actor.chunk_dim,
+                            generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            return float(((module.actor.sample(obs, noise, 1)
+                           - module.actor.sample(obs, noise, MULTI_STEP_SAMPLING)) ** 2).mean())
+
+    torch.manual_seed(3)
+    loss, info = compute_actor_loss(model.actor, model.critic, batch, model.cfg, low, high)
+    torch.manual_seed(3)
+    plain, _ = compute_actor_loss(model.actor, model.critic, batch,
+                                  small_config(actor_q_weight=0.0, cql_alpha=0.0), low, high)
+    assert float((loss - plain).detach()) == pytest.approx(float(info["actor/consistency"]), abs=1e-6)
+    assert info["actor/consistency"] > 0
+
+    def gap_after_training(weight):
+        torch.manual_seed(0)
+        trained = copy.deepcopy(model)
+        trained.actor.net[-1].bias.data += 1.0      # samplers far apart at the start
+        cfg = small_config(actor_q_weight=0.0, cql_alpha=0.0, consistency_weight=weight)
+        optimizer = torch.optim.Adam(trained.actor.parameters(), lr=1e-3)
+        for _ in range(60):
+            optimizer.zero_grad()
+            compute_actor_loss(trained.actor, trained.critic, batch, cfg, low, high)[0].backward()
+            optimizer.step()
+        return gap(trained)
+
+    assert gap_after_training(100.0) < 0.5 * gap_after_training(0.0)
 
 
 def test_corner_rows_are_trained_at_r0_t1_and_counted_among_r_below_t():
