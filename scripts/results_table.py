@@ -25,8 +25,8 @@ episodes. Then the checks issue #14 asks for, each met or **MISSED**.
 Writes OUT/results.md, OUT/results.json (every seed's figures and per-episode scores) and prints
 the table. Without logs, the table is rebuilt from OUT/results.json alone, identically.
 
-The runs no longer evaluate during training (no --eval-every), so there is no score-against-
-updates curve to plot: the plot of the earlier version of this script is gone.
+Runs that evaluated online during training (--eval-every, as the OGBench runs do) also give a
+table of the success rate against updates, read from their logs' validation lines.
 """
 
 from __future__ import annotations
@@ -102,6 +102,12 @@ def read_run(log: Path) -> tuple[dict | None, str]:
     run = {"run_dir": run_dir.group(1).strip(), "wall_seconds": int(wall.group(1)),
            "updates": int(updates.group(1)), "dataset": summary["dataset"],
            **evaluation(summary)}
+    # With --eval-every: the online evaluations during training, on validation seeds.
+    curve = [{"updates": int(m["updates"]), "success_rate": float(m["success"])} for m in
+             re.finditer(r"^validation at update (?P<updates>\d+): .*eval/success_rate "
+                         r"(?P<success>[\d.]+)", text, re.M)]
+    if curve:
+        run["curve"] = curve
     validation = checkpoints / "last.validation.json"
     if validation.is_file():
         summary = json.loads(validation.read_text())
@@ -110,12 +116,15 @@ def read_run(log: Path) -> tuple[dict | None, str]:
 
 
 def dataset_episodes(dataset_id: str) -> dict:
-    """The dataset's own episodes: returns, scores and, for Pusher, the success fraction."""
+    """The dataset's own episodes: returns, scores and the success fraction (Pusher: the object
+    ends within 0.1 of the goal; OGBench single task: the episode reaches a success state)."""
     dataset = minari_dataset(dataset_id)
-    returns, finals = [], []
+    returns, finals, reached = [], [], []
     for episode in dataset.iterate_episodes():
         returns.append(float(np.sum(episode.rewards)))
         finals.append(np.asarray(episode.observations[-1]))
+        if "mask" in (episode.infos or {}):     # OGBench single task: a success state reached
+            reached.append(bool(np.any(episode.infos["mask"][:-1] == 0)))
     out = {"episodes": len(returns), "return_mean": float(np.mean(returns)),
            "episode_scores": scores_of(dataset_id, returns)}
     out["score"] = float(np.mean(out["episode_scores"]))
@@ -123,6 +132,8 @@ def dataset_episodes(dataset_id: str) -> dict:
     if env_id.startswith("Pusher-"):
         from builders.pusher import success_fraction
         out["success_rate"] = success_fraction(np.stack(finals))
+    elif reached:
+        out["success_rate"] = float(np.mean(reached))
     return out
 
 
@@ -226,6 +237,34 @@ def checks(results: dict) -> list[str]:
     return lines
 
 
+def curves(results: dict) -> list[str]:
+    """Success rate against updates, from runs that evaluated during training (--eval-every):
+    one row per dataset and method, mean over seeds at each evaluation all its seeds reached."""
+    rows, points = [], set()
+    for dataset_id, data in results["datasets"].items():
+        for method, runs in data["runs"].items():
+            if not all("curve" in run for run in runs):
+                continue
+            by_updates = {}
+            for run in runs:
+                for point in run["curve"]:
+                    by_updates.setdefault(point["updates"], []).append(point["success_rate"])
+            common = {u: v for u, v in by_updates.items() if len(v) == len(runs)}
+            points |= set(common)
+            rows.append((dataset_id, method, len(runs), common))
+    if not rows:
+        return []
+    columns = sorted(points)
+    lines = ["", "Success rate during training (online evaluations on validation seeds, mean over "
+             "seeds; --eval-every):", "",
+             "| dataset | method | seeds | " + " | ".join(f"{u:,}" for u in columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for dataset_id, method, seeds, common in rows:
+        cells = [f"{100 * np.mean(common[u]):.0f}%" if u in common else "—" for u in columns]
+        lines.append(f"| {dataset_id} | {label(method)} | {seeds} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(results: dict) -> str:
     lines = ["| dataset | score | method | seeds | final score | IQM [95% CI] | success rate | "
              "minutes per run (mean / max) | updates |", "|---|---|---|---|---|---|---|---|---|"]
@@ -254,6 +293,7 @@ def render(results: dict) -> str:
     if any_pooled:
         lines += ["", "† seeds evaluated on different numbers of episodes: all scores pooled "
                   "into one stratum."]
+    lines += curves(results)
     lines += ["", "Checks (issue #14):", "", *checks(results)]
     return "\n".join(lines) + "\n"
 

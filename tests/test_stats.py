@@ -94,7 +94,7 @@ def pusher_episode(episode_return: float, succeeded: bool) -> EpisodeBuffer:
 
 
 def write_run(out, slug, method, seed, returns, wall_seconds, updates, success_rate=None,
-              dataset="local/pusher/tiny-v0"):
+              dataset="local/pusher/tiny-v0", curve=()):
     """What scripts/results.sh leaves for one run: its log and its run's evaluation JSONs."""
     checkpoints = out / "runs" / method / f"{slug}-seed{seed}" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -108,7 +108,9 @@ def write_run(out, slug, method, seed, returns, wall_seconds, updates, success_r
     (checkpoints / "last.validation.json").write_text(json.dumps(validation))
     (out / "logs" / f"{slug}_{method}_seed{seed}.log").write_text(
         f"Run directory: {checkpoints.parent} (resumed from last.ckpt)\n"
-        f"Finished after {updates} updates\nwall_seconds {wall_seconds}\n")
+        + "".join(f"validation at update {n}: val/loss 0.5000, eval/return -1.0000, "
+                  f"eval/success_rate {rate:.4f}\n" for n, rate in curve)
+        + f"Finished after {updates} updates\nwall_seconds {wall_seconds}\n")
 
 
 def test_results_table_from_real_datasets_logs_and_evaluations(tmp_path, toy_dataset,
@@ -132,7 +134,7 @@ def test_results_table_from_real_datasets_logs_and_evaluations(tmp_path, toy_dat
     bc = {0: [-30, -25, -35, -10], 1: [-28, -26, -40, -14]}     # 70 75 65 90 / 72 74 60 86
     for seed in (0, 1):
         write_run(out, pusher, "meanflow_ql", seed, ql[seed], (300, 420)[seed], 1000,
-                  (0.75, 0.25)[seed])
+                  (0.75, 0.25)[seed], curve=[(500, 0.2), (1000, (0.4, 0.6)[seed])][:1 + seed])
         write_run(out, pusher, "meanflow_bc", seed, bc[seed], (60, 120)[seed], 1000, 0.25)
     write_run(out, pusher, "meanflow_ql-corner", 0, [-5, -5, -5, -5], 600, 1200)
     (out / "baselines" / f"{pusher}_zero.json").write_text(json.dumps({
@@ -181,8 +183,16 @@ def test_results_table_from_real_datasets_logs_and_evaluations(tmp_path, toy_dat
     assert "- toy/known/values-v0: MeanFlow-QL final >= MeanFlow BC final (return): " \
            "60.0 vs 90.0: **MISSED**" in table
 
+    # The curve: both seeds evaluated at 500 (20%), only seed 1 at 1000 (no mean over seeds, no
+    # column); BC and the variant did not evaluate during training (no rows).
+    curve = [line for line in table.splitlines() if line.startswith("| local/pusher/tiny-v0 | M")]
+    assert curve == ["| local/pusher/tiny-v0 | MeanFlow-QL (defaults) | 2 | 20% |"]
+    assert "| dataset | method | seeds | 500 |\n" in table
+
     saved = json.loads((out / "results.json").read_text())
     runs = saved["datasets"]["local/pusher/tiny-v0"]["runs"]["meanflow_ql"]
+    assert runs[1]["curve"] == [{"updates": 500, "success_rate": 0.2},
+                                {"updates": 1000, "success_rate": 0.6}]
     assert [r["seed"] for r in runs] == [0, 1]
     np.testing.assert_allclose(runs[1]["episode_scores"], [92, 94, 70, 98])
     assert runs[1]["score"] == pytest.approx(88.5) and runs[1]["success_rate"] == 0.25
