@@ -199,7 +199,7 @@ def run_episodes(policy, envs, num_episodes: int, seed: int, progress: bool = Tr
 def success_criterion(env_spec):
     """A success test on an episode's final observation for environments whose info has none
     (Pusher: the object within 0.1 of the goal, as the datasets' summaries measure)."""
-    env_id = str(getattr(env_spec, "id", env_spec))
+    env_id = env_name(env_spec)
     return pusher.succeeded if env_id.startswith("Pusher-") else None
 
 
@@ -332,21 +332,16 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
             f"ENV_ID`." if problem else "records no environment: no online evaluation."))
         return None
     env_spec = environment_spec(dataset, env_id)
-    envs = make_vector_env(env_spec, min(num_envs, episodes))
-    try:
+
+    def checked_policy(envs):
         check_shapes(policy, envs)
-        results = run_episodes(policy, envs, episodes, seed, progress and logs.interactive(),
-                               success_criterion(env_spec))
-    finally:
-        envs.close()
-    summary = summarize(results, dataset)
-    summary.update(checkpoint=str(checkpoint), dataset=dataset_id, seed=seed,
-                   env=env_name(env_spec),
-                   action_horizon=policy.action_horizon, num_candidates=policy.num_candidates)
-    print(format_summary(summary))
-    out = checkpoint.with_name(checkpoint.stem + ".online.json")
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"Saved {out}")
+        return policy
+
+    summary = evaluate_policy(
+        checked_policy, dataset, dataset_id, env_spec, episodes, seed, num_envs,
+        progress and logs.interactive(), str(checkpoint),
+        checkpoint.with_name(checkpoint.stem + ".online.json"),
+        action_horizon=policy.action_horizon, num_candidates=policy.num_candidates)
     if video or log_video:
         frames, fps = render_episode(policy, env_spec, seed)
         if video:
@@ -368,18 +363,28 @@ def evaluate_baseline(name: str, dataset_id: str, episodes: int = 10, seed: int 
         raise UsageError(f"Unknown baseline {name!r}; the baselines are: zero.")
     dataset = load_dataset(dataset_id)
     env_spec = environment_spec(dataset, env_id)
+    return evaluate_policy(lambda envs: ZeroPolicy(envs.single_action_space), dataset,
+                           dataset_id, env_spec, episodes, seed, num_envs, False,
+                           f"baseline:{name}", Path(out).expanduser() if out else None)
+
+
+def evaluate_policy(make_policy, dataset, dataset_id: str, env_spec, episodes: int, seed: int,
+                    num_envs: int, progress: bool, label: str, out: Path | None,
+                    **extra) -> dict:
+    """Run `make_policy(envs)` for `episodes` episodes from `seed` on, in up to `num_envs`
+    parallel copies of `env_spec`; summarise (with `extra` fields), print, save to `out`."""
     envs = make_vector_env(env_spec, min(num_envs, episodes))
     try:
-        results = run_episodes(ZeroPolicy(envs.single_action_space), envs, episodes, seed,
-                               progress=False, success_at_end=success_criterion(env_spec))
+        results = run_episodes(make_policy(envs), envs, episodes, seed, progress,
+                               success_criterion(env_spec))
     finally:
         envs.close()
     summary = summarize(results, dataset)
-    summary.update(checkpoint=f"baseline:{name}", dataset=dataset_id, seed=seed,
-                   env=str(getattr(env_spec, "id", env_spec)))
+    summary.update(checkpoint=label, dataset=dataset_id, seed=seed, env=env_name(env_spec),
+                   **extra)
     print(format_summary(summary))
     if out:
-        Path(out).expanduser().write_text(json.dumps(summary, indent=2) + "\n")
+        out.write_text(json.dumps(summary, indent=2) + "\n")
         print(f"Saved {out}")
     return summary
 

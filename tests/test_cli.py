@@ -99,6 +99,26 @@ def test_test_then_eval_online_give_the_same_figures(trained):
     assert "test/return_mean" in events.Tags()["scalars"]
 
 
+def test_zero_action_baseline_is_scored_like_a_checkpoint(trained, tmp_path):
+    """`eval_online.py --baseline zero`: every action 0 on the dataset's env and test seeds, the
+    same summary as a checkpoint's; Pusher with zero torque ends well above random (-148)."""
+    env, cwd = trained["env"], trained["cwd"]
+    out_file = tmp_path / "zero.json"
+    code, out, err = run([str(ROOT / "eval_online.py"), "--baseline", "zero", "--dataset",
+                          "local/pusher/expert-v0", "--episodes", "2", "--out", str(out_file)],
+                         env, cwd)
+    assert code == 0, err
+    zero = json.loads(out_file.read_text())
+    assert zero["checkpoint"] == "baseline:zero" and zero["env"] == "Pusher-v5"
+    assert zero["seed"] == 3_000_000 and len(zero["returns"]) == 2
+    assert zero["return_mean"] == pytest.approx(float_after(out, "return:"), abs=1e-3)
+    assert -80 < zero["return_mean"] < -30 and "normalized_score_mean" in zero
+    assert zero["success_rate"] == 0.0       # zero torque never pushes the object to the goal
+    code, _, err = run([str(ROOT / "eval_online.py"), "--baseline", "random", "--dataset",
+                        "local/pusher/expert-v0"], env, cwd)
+    assert code == 2 and "zero" in err and "Traceback" not in err
+
+
 def test_video_decodes_to_frames(trained, tmp_path):
     import imageio.v3 as iio
 
