@@ -231,6 +231,10 @@ class TrainConfig:
         candidate, never reads the critic and so never uses gamma)."""
         return self.actor_q_weight > 0 or self.cql_alpha > 0 or self.num_candidates > 1
 
+    def capped(self, budget: int) -> int:
+        """An update budget capped by max_updates (0 = no cap)."""
+        return min(budget, self.max_updates) if self.max_updates else budget
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

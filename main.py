@@ -398,10 +398,9 @@ def validation_schedule(cfg: TrainConfig) -> dict:
     epochs, so a small dataset is not validated after each of its short epochs)."""
     if cfg.num_epochs > 0:
         return {"check_val_every_n_epoch": cfg.val_every_n_epochs}
-    budget = min(cfg.num_updates, cfg.max_updates) if cfg.max_updates else cfg.num_updates
     # At least one validation before the budget ends, so best.ckpt exists.
     return {"check_val_every_n_epoch": None,
-            "val_check_interval": min(cfg.val_every_updates, budget)}
+            "val_check_interval": min(cfg.val_every_updates, cfg.capped(cfg.num_updates))}
 
 
 class Interrupted(Exception):

@@ -406,7 +406,7 @@ class MeanFlowQL(L.LightningModule):
             budget = self.cfg.num_epochs * max(1, int(self.trainer.num_training_batches))
         else:
             budget = self.cfg.num_updates
-        return min(budget, self.cfg.max_updates) if self.cfg.max_updates else budget
+        return self.cfg.capped(budget)
 
     def learning_rate_now(self) -> float:
         """The scheduled learning rate for the next update (it follows num_updates, so a
