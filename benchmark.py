@@ -87,7 +87,7 @@ class BareUpdate:
         m, cfg = self.model, self.cfg
         loss, _ = self.critic_loss(m.critic, m.target_critic, m.actor, batch, cfg, *self.bounds)
         self._step(self.critic_opt, loss, m.critic)
-        m._polyak_update()
+        m._polyak_update(m.target_critic, m.critic)
         m.critic.requires_grad_(not self.freeze_critic)      # as MeanFlowQL.training_step
         loss, _ = self.actor_loss(m.actor, m.critic, batch, cfg, *self.bounds[:2])
         self._step(self.actor_opt, loss, m.actor)

@@ -102,9 +102,14 @@ class TrainConfig:
     not depend on the reward scale). 0 with cql_alpha 0 = MeanFlow behaviour cloning."""
     consistency_weight: float = 0.0
     """Weight of the one-step tie: the mean squared distance (per action element) between the
-    actor's one-step chunk and a stop-gradient 16-step chunk of the same network from the same
-    noise. It holds the point where the policy acts to the behaviour flow, as FQL's distillation
-    term holds its one-step policy to its multi-step BC flow (Park et al. 2025)."""
+    actor's one-step chunk and the multi-step chunk (consistency_steps) of a slowly moving copy
+    of the actor (Polyak average, rate tau) from the same noise. It holds the point where the
+    policy acts to the behaviour flow, as FQL's distillation term holds its one-step policy to
+    its multi-step BC flow (Park et al. 2025). The copy is the teacher because the actor's own
+    multi-step sample chases the one-step one: on cube-single that loop diverged within 100
+    updates."""
+    consistency_steps: int = 8
+    """Integration steps of the teacher's chunk in the one-step tie."""
     corner_ratio: float = 0.0
     """Fraction of each batch trained at (r, t) = (0, 1), the point one-step sampling uses (the
     logit-normal sampler draws it with probability under 0.1%). At most ratio_r_neq_t."""
@@ -172,7 +177,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         problems = []
         for name in ("obs_horizon", "pred_horizon", "action_horizon", "batch_size", "num_updates",
-                     "inference_steps", "actor_hidden_dim", "actor_num_layers",
+                     "inference_steps", "consistency_steps", "actor_hidden_dim",
+                     "actor_num_layers",
                      "critic_hidden_dim", "critic_num_layers", "cql_num_samples",
                      "num_candidates", "val_every_n_epochs", "val_every_updates", "eval_episodes",
                      "num_nodes", "progress_every"):

@@ -244,12 +244,13 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
 
 
 def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
-                       cfg: TrainConfig, chunk_low: torch.Tensor, chunk_high: torch.Tensor):
+                       cfg: TrainConfig, chunk_low: torch.Tensor, chunk_high: torch.Tensor,
+                       teacher: MeanFlowActor | None = None):
     """MeanFlow loss (stay near the data) plus the normalised Q of the actor's one-step chunk,
     clipped to the action bounds (flat normalised chunks) before the critic scores it, as it is
     clipped in the TD target, in CQL and when executed (FQL clips the same way); with
-    consistency_weight, plus the one-step chunk's squared distance to the same network's
-    multi-step chunk from the same noise (FQL's distillation, with the teacher in the actor)."""
+    consistency_weight, plus the one-step chunk's squared distance to the teacher's (a Polyak
+    copy of the actor) multi-step chunk from the same noise (FQL's distillation term)."""
     obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
     loss, info = compute_meanflow_loss(actor, obs, actions, mask, cfg)
     noise = torch.randn_like(flat(actions))
@@ -257,8 +258,8 @@ def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
         chunk = actor.sample(obs, noise, cfg.inference_steps)
     if cfg.consistency_weight > 0:
         with torch.no_grad():
-            teacher = actor.sample(obs, noise, MULTI_STEP_SAMPLING)
-        consistency = ((chunk - teacher) ** 2).mean()
+            target = teacher.sample(obs, noise, cfg.consistency_steps)
+        consistency = ((chunk - target) ** 2).mean()
         loss = loss + cfg.consistency_weight * consistency
         info["actor/consistency"] = consistency.detach()
     if cfg.actor_q_weight > 0:
@@ -307,6 +308,9 @@ class MeanFlowQL(L.LightningModule):
         self.critic = DoubleCritic(obs_in, chunk_dim, c.critic_hidden_dim, c.critic_num_layers,
                                    c.critic_layer_norm)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        # The one-step tie's teacher, moved only by Polyak averaging (consistency_weight).
+        self.target_actor = copy.deepcopy(self.actor).requires_grad_(False) \
+            if c.consistency_weight > 0 else None
         self.register_buffer("action_low", torch.tensor(action_low, dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
         # Pure behaviour cloning (no Q term, no CQL, one candidate) never reads the critic:
@@ -360,7 +364,7 @@ class MeanFlowQL(L.LightningModule):
             critic_loss, info = compute_critic_loss(self.critic, self.target_critic,
                                                     self.actor, batch, self.cfg, *bounds)
             self._step(critic_opt, critic_loss, "critic")
-            self._polyak_update()
+            self._polyak_update(self.target_critic, self.critic)
             info["loss/critic"] = critic_loss.detach()
 
         # The critic is frozen for the actor's loss: its parameters get no gradient (they would
@@ -369,8 +373,10 @@ class MeanFlowQL(L.LightningModule):
         self.critic.requires_grad_(False)
         try:
             actor_loss, actor_info = compute_actor_loss(self.actor, self.critic, batch, self.cfg,
-                                                        *bounds[:2])
+                                                        *bounds[:2], self.target_actor)
             self._step(actor_opt, actor_loss, "actor")
+            if self.target_actor is not None:
+                self._polyak_update(self.target_actor, self.actor)
         finally:
             self.critic.requires_grad_(True)
         info.update(actor_info)
@@ -436,8 +442,8 @@ class MeanFlowQL(L.LightningModule):
                                 gradient_clip_algorithm="norm")
 
     @torch.no_grad()
-    def _polyak_update(self) -> None:
-        for target, source in zip(self.target_critic.parameters(), self.critic.parameters()):
+    def _polyak_update(self, target_net: nn.Module, source_net: nn.Module) -> None:
+        for target, source in zip(target_net.parameters(), source_net.parameters()):
             target.lerp_(source, self.cfg.tau)
 
     def validation_step(self, batch: dict, batch_idx: int):

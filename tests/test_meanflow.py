@@ -96,7 +96,7 @@ def test_target_critic_moves_only_by_polyak_averaging(toy_dataset):
             p.add_(torch.randn_like(p))
     target = copy.deepcopy(model.target_critic.state_dict())
     critic = copy.deepcopy(model.critic.state_dict())
-    model._polyak_update()
+    model._polyak_update(model.target_critic, model.critic)
     for name, value in model.target_critic.state_dict().items():
         torch.testing.assert_close(value, 0.75 * target[name] + 0.25 * critic[name])
 

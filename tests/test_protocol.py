@@ -11,8 +11,7 @@ import torch
 from config import TrainConfig
 from dataset import MinariDataModule, discounted_returns
 from main import result_checkpoint
-from meanflow_ql import (MULTI_STEP_SAMPLING, MeanFlowQL, compute_actor_loss, flat,
-                         sample_times)
+from meanflow_ql import MeanFlowQL, compute_actor_loss, flat, sample_times
 from policy import sample_chunk
 from test_meanflow import small_config
 
@@ -48,42 +47,61 @@ def test_the_critic_only_ever_scores_clipped_actor_chunks(toy_dataset):
         assert torch.any(chunk == low) or torch.any(chunk == high)   # clipping happened
 
 
-def test_consistency_term_is_the_one_to_multi_step_gap_and_shrinks_it(toy_dataset):
-    """The one-step tie measures ||one-step - 16-step||^2 from the same noise, gives gradient
-    only through the one-step chunk, and steps on it alone bring the two samplers together."""
-    model, _, batch = model_and_batch(toy_dataset, actor_q_weight=0.0, cql_alpha=0.0,
-                                      consistency_weight=1.0)
+def test_consistency_term_ties_the_one_step_chunk_to_the_teachers_multi_step_chunk(
+        toy_dataset, tmp_path):
+    """The one-step tie adds w * ||one-step - teacher's multi-step||^2 to the actor loss; steps on
+    it bring the actor's one-step chunk to the teacher's; in a Trainer run the teacher (a copy
+    of the actor) moves only by Polyak averaging. Without the tie there is no teacher."""
+    model, data, batch = model_and_batch(toy_dataset, actor_q_weight=0.0, cql_alpha=0.0,
+                                         consistency_weight=1.0, tau=0.25)
+    assert MeanFlowQL.from_data(small_config(), data).target_actor is None
+    teacher = model.target_actor
+    for mine, its in zip(model.actor.parameters(), teacher.parameters()):
+        assert torch.equal(mine, its) and not its.requires_grad
     low, high = model.chunk_bounds()[:2]
     obs = flat(batch["obs"])
 
-    def gap(module):
-        noise = torch.randn(len(obs), module.actor.chunk_dim,
-                            generator=torch.Generator().manual_seed(1))
-        with torch.no_grad():
-            return float(((module.actor.sample(obs, noise, 1)
-                           - module.actor.sample(obs, noise, MULTI_STEP_SAMPLING)) ** 2).mean())
-
     torch.manual_seed(3)
-    loss, info = compute_actor_loss(model.actor, model.critic, batch, model.cfg, low, high)
+    loss, info = compute_actor_loss(model.actor, model.critic, batch, model.cfg, low, high,
+                                    teacher)
     torch.manual_seed(3)
     plain, _ = compute_actor_loss(model.actor, model.critic, batch,
                                   small_config(actor_q_weight=0.0, cql_alpha=0.0), low, high)
-    assert float((loss - plain).detach()) == pytest.approx(float(info["actor/consistency"]), abs=1e-6)
-    assert info["actor/consistency"] > 0
+    assert float((loss - plain).detach()) == pytest.approx(float(info["actor/consistency"]),
+                                                           abs=1e-6)
 
     def gap_after_training(weight):
+        """||actor one-step - teacher 8-step||^2 after 60 steps, from an actor moved away."""
         torch.manual_seed(0)
-        trained = copy.deepcopy(model)
-        trained.actor.net[-1].bias.data += 1.0      # samplers far apart at the start
+        student = copy.deepcopy(model.actor)
+        student.net[-1].bias.data += 1.0
         cfg = small_config(actor_q_weight=0.0, cql_alpha=0.0, consistency_weight=weight)
-        optimizer = torch.optim.Adam(trained.actor.parameters(), lr=1e-3)
+        optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
         for _ in range(60):
             optimizer.zero_grad()
-            compute_actor_loss(trained.actor, trained.critic, batch, cfg, low, high)[0].backward()
+            compute_actor_loss(student, model.critic, batch, cfg, low, high,
+                               teacher)[0].backward()
             optimizer.step()
-        return gap(trained)
+        noise = torch.randn(len(obs), student.chunk_dim,
+                            generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            return float(((student.sample(obs, noise, 1)
+                           - teacher.sample(obs, noise, cfg.consistency_steps)) ** 2).mean())
 
     assert gap_after_training(100.0) < 0.5 * gap_after_training(0.0)
+
+    # One real update: the teacher ends at 0.75 * itself + 0.25 * the updated actor.
+    before = copy.deepcopy(teacher.state_dict())
+    trainer = L.Trainer(max_steps=2, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    model.cfg.max_updates = 1
+    trainer.fit(model, datamodule=data)
+    assert int(model.num_updates) == 1
+    actor = model.actor.state_dict()
+    for name, value in teacher.state_dict().items():
+        torch.testing.assert_close(value, 0.75 * before[name] + 0.25 * actor[name])
+        assert not torch.equal(value, before[name])
 
 
 def test_corner_rows_are_trained_at_r0_t1_and_counted_among_r_below_t():
