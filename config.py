@@ -106,7 +106,7 @@ class TrainConfig:
     of the actor (Polyak average, rate tau) from the same noise. It holds the point where the
     policy acts to the behaviour flow, as FQL's distillation term holds its one-step policy to
     its multi-step BC flow (Park et al. 2025). The copy is the teacher because the actor's own
-    multi-step sample chases the one-step one: on cube-single that loop diverged within 100
+    multi-step sample chases the one-step one: on cube-single that loop diverged within 200
     updates."""
     consistency_steps: int = 8
     """Integration steps of the teacher's chunk in the one-step tie."""

@@ -250,7 +250,8 @@ def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
     clipped to the action bounds (flat normalised chunks) before the critic scores it, as it is
     clipped in the TD target, in CQL and when executed (FQL clips the same way); with
     consistency_weight, plus the one-step chunk's squared distance to the teacher's (a Polyak
-    copy of the actor) multi-step chunk from the same noise (FQL's distillation term)."""
+    copy of the actor, required then) multi-step chunk from the same noise (FQL's
+    distillation term)."""
     obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
     loss, info = compute_meanflow_loss(actor, obs, actions, mask, cfg)
     noise = torch.randn_like(flat(actions))
