@@ -345,9 +345,9 @@ def summarize(dataset: minari.MinariDataset) -> str:
     if dataset.spec.env_spec is not None and dataset.spec.env_spec.id == "Pusher-v5":
         lines.append(f"  object within {pusher.SUCCESS_RADIUS} of the goal (x-y) at the end: "
                      f"{100 * success_fraction(dataset):.0f}% of episodes")
-    if episodes and "mask" in (episodes[0].infos or {}):
-        reached = np.mean([np.any(ep.infos["mask"][:-1] == 0) for ep in episodes])
-        lines.append(f"  episodes that reach the task's success state: {100 * reached:.1f}%")
+    reached = [ogbench.reaches_success(ep.infos) for ep in episodes]
+    if reached and None not in reached:
+        lines.append(f"  episodes that reach the task's success state: {100 * np.mean(reached):.1f}%")
     return "\n".join(lines)
 
 

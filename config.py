@@ -235,7 +235,7 @@ class TrainConfig:
     def trains_critic(self) -> bool:
         """Whether Q learning runs (pure behaviour cloning, with no Q term, no CQL and one
         candidate, never reads the critic and so never uses gamma)."""
-        return self.actor_q_weight > 0 or self.cql_alpha > 0 or self.num_candidates > 1
+        return self.learns_q or self.num_candidates > 1
 
     def capped(self, budget: int) -> int:
         """An update budget capped by max_updates (0 = no cap)."""

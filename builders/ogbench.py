@@ -344,6 +344,15 @@ def _relabelled(npz_path: str | os.PathLike, task: SingleTask) -> dict[str, np.n
     return data
 
 
+def reaches_success(infos: dict | None) -> bool | None:
+    """Whether a single-task episode reaches the task's success state: a step before its last
+    observation carries mask 0 in `infos["mask"]` (per observation, as `load_singletask` stores
+    it). None for episodes without a mask (not an OGBench single-task dataset)."""
+    if not infos or "mask" not in infos:
+        return None
+    return bool(np.any(np.asarray(infos["mask"])[:-1] == 0))
+
+
 def load_singletask(npz_path: str | os.PathLike, task_id: str) -> list[dict[str, np.ndarray]]:
     """Read a file in OGBench's layout and relabel it for one task with OGBench's own
     `ogbench.relabel_utils.relabel_dataset` (as `make_env_and_datasets` does for its

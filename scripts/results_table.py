@@ -118,13 +118,14 @@ def read_run(log: Path) -> tuple[dict | None, str]:
 def dataset_episodes(dataset_id: str) -> dict:
     """The dataset's own episodes: returns, scores and the success fraction (Pusher: the object
     ends within 0.1 of the goal; OGBench single task: the episode reaches a success state)."""
+    from builders.ogbench import reaches_success
     dataset = minari_dataset(dataset_id)
     returns, finals, reached = [], [], []
     for episode in dataset.iterate_episodes():
         returns.append(float(np.sum(episode.rewards)))
         finals.append(np.asarray(episode.observations[-1]))
-        if "mask" in (episode.infos or {}):     # OGBench single task: a success state reached
-            reached.append(bool(np.any(episode.infos["mask"][:-1] == 0)))
+        if (success := reaches_success(episode.infos)) is not None:     # OGBench single task
+            reached.append(success)
     out = {"episodes": len(returns), "return_mean": float(np.mean(returns)),
            "episode_scores": scores_of(dataset_id, returns)}
     out["score"] = float(np.mean(out["episode_scores"]))

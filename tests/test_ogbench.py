@@ -9,7 +9,8 @@ import pytest
 import collect
 from config import UsageError
 from builders.ogbench import (DEFAULT_TASK, PLAY_DATASETS, generate_play_dataset, load_singletask,
-                              official_npz_path, parse_singletask_id, run_eval_episode,
+                              official_npz_path, parse_singletask_id, reaches_success,
+                              run_eval_episode,
                               singletask_episodes, singletask_ids)
 
 CUBE_TASK2_GOAL = np.array([0.50, 0.0, 0.02])  # cube_env.py, task2_vertical1 goal_xyzs
@@ -236,6 +237,11 @@ def test_minari_singletask_dataset(cube_npz, minari_path):
     np.testing.assert_array_equal(first.truncations, [False] * 4 + [True])
     np.testing.assert_array_equal(second.truncations, [False, True])
     np.testing.assert_array_equal(second.infos["mask"], [1.0, 0.0, 1.0])
+    # a success state counts when a step leaves from it, not when only the final state has one
+    assert reaches_success(first.infos) and reaches_success(second.infos)
+    assert reaches_success({"mask": np.array([1.0, 1.0, 0.0])}) is False
+    assert reaches_success({}) is None and reaches_success(None) is None
+    assert "reach the task's success state: 100.0%" in collect.summarize(dataset)
 
     reloaded = minari.load_dataset(dataset_id)
     assert "official" in reloaded.storage.metadata["description"]
