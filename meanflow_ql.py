@@ -250,8 +250,8 @@ def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
     clipped to the action bounds (flat normalised chunks) before the critic scores it, as it is
     clipped in the TD target, in CQL and when executed (FQL clips the same way); with
     consistency_weight, plus the one-step chunk's squared distance to the teacher's (a Polyak
-    copy of the actor, required then) multi-step chunk from the same noise (FQL's
-    distillation term)."""
+    copy of the actor, required then) multi-step chunk from the same noise, clipped to the
+    bounds (FQL's distillation term)."""
     obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
     loss, info = compute_meanflow_loss(actor, obs, actions, mask, cfg)
     noise = torch.randn_like(flat(actions))
@@ -259,7 +259,12 @@ def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
         chunk = actor.sample(obs, noise, cfg.inference_steps)
     if cfg.consistency_weight > 0:
         with torch.no_grad():
-            target = teacher.sample(obs, noise, cfg.consistency_steps)
+            # Clipped like every executed chunk (FQL clips its BC flow's actions too), so the
+            # target stays inside the bounds: unclipped, a teacher that strays out can pull the
+            # actor after it, and in one cube-single run (chunks of 1, CQL 1) the tie grew from
+            # 0.01 to 5e32 within 3,500 updates as the chunks left the bounds.
+            target = clip_chunk(teacher.sample(obs, noise, cfg.consistency_steps),
+                                chunk_low, chunk_high)
         consistency = ((chunk - target) ** 2).mean()
         loss = loss + cfg.consistency_weight * consistency
         info["actor/consistency"] = consistency.detach()

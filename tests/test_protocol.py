@@ -11,7 +11,8 @@ import torch
 from config import TrainConfig
 from dataset import MinariDataModule, discounted_returns
 from main import result_checkpoint
-from meanflow_ql import MeanFlowQL, compute_actor_loss, flat, sample_times
+from meanflow_ql import (MeanFlowQL, clip_chunk, compute_actor_loss, compute_meanflow_loss, flat,
+                         sample_times)
 from policy import sample_chunk
 from test_meanflow import small_config
 
@@ -102,6 +103,33 @@ def test_consistency_term_ties_the_one_step_chunk_to_the_teachers_multi_step_chu
     for name, value in teacher.state_dict().items():
         torch.testing.assert_close(value, 0.75 * before[name] + 0.25 * actor[name])
         assert not torch.equal(value, before[name])
+
+
+def test_the_tie_pulls_toward_the_teachers_chunk_clipped_to_the_bounds(toy_dataset):
+    """A teacher whose multi-step chunk lies far outside the action bounds is clipped before
+    the tie measures the distance, as executed chunks are: the tie stays of the order of the
+    bounds instead of the teacher's stray (here ~1e6 unclipped)."""
+    model, _, batch = model_and_batch(toy_dataset, actor_q_weight=0.0, cql_alpha=0.0,
+                                      consistency_weight=1.0)
+    teacher = model.target_actor
+    with torch.no_grad():                  # the teacher's velocity: 1e3 everywhere
+        teacher.net[-1].weight.zero_()
+        teacher.net[-1].bias.fill_(1e3)
+    low, high = model.chunk_bounds()[:2]
+    obs, actions = flat(batch["obs"]), batch["actions"]
+
+    torch.manual_seed(5)
+    _, info = compute_actor_loss(model.actor, model.critic, batch, model.cfg, low, high, teacher)
+    torch.manual_seed(5)                   # the same draws: the MeanFlow loss's, then the noise
+    compute_meanflow_loss(model.actor, obs, actions, batch["mask"], model.cfg)
+    noise = torch.randn_like(flat(actions))
+    with torch.no_grad():
+        stray = teacher.sample(obs, noise, model.cfg.consistency_steps)
+        one_step = model.actor.sample(obs, noise, 1)
+    assert torch.all(stray < low)          # the teacher left the box on every element
+    expected = ((one_step - clip_chunk(stray, low, high)) ** 2).mean()
+    assert float(info["actor/consistency"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(((one_step - stray) ** 2).mean()) > 1e5
 
 
 def test_corner_rows_are_trained_at_r0_t1_and_counted_among_r_below_t():
