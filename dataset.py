@@ -46,7 +46,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from config import DEFAULT_DATASET, TrainConfig, UsageError
 
@@ -512,11 +512,18 @@ class MinariDataModule(L.LightningDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set if self.val_set is not None else self.train_set,
-                            shuffle=False)
+        """At most cfg.val_windows evenly spaced windows of the validation episodes (of the
+        training episodes when there are none), the same ones at every validation."""
+        windows = self.val_set if self.val_set is not None else self.train_set
+        if len(windows) > self.cfg.val_windows:
+            spaced = np.linspace(0, len(windows) - 1, self.cfg.val_windows).round().astype(int)
+            windows = Subset(windows, spaced.tolist())
+        return self._loader(windows, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        """Every validation window (of the training episodes when there are none)."""
+        return self._loader(self.val_set if self.val_set is not None else self.train_set,
+                            shuffle=False)
 
     def describe(self) -> str:
         return (f"{len(self.train_ids)} training / {len(self.val_ids)} validation episodes, "

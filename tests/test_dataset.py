@@ -86,6 +86,25 @@ def test_split_is_by_episode_and_deterministic():
     assert split_episodes(50, 0.2, seed=4) != (train, val)
 
 
+def test_validation_scores_a_fixed_evenly_spaced_subset_and_test_scores_all(toy_dataset):
+    """A large validation set costs each validation what many updates cost: at most val_windows
+    windows are scored, spread over the whole set (its first and last included), the same ones
+    each time; `main.py test` (test_dataloader) scores every one."""
+    data = make_data(toy_dataset, val_fraction=0.34, seed=1, val_windows=3)
+    total = len(data.val_set)
+    assert total > 3 and total % 2 == 1        # so the middle of three is a whole window
+
+    def scored(loader):
+        return torch.cat([batch["obs"] for batch in loader])
+
+    expected = data.val_set.__getitems__([0, (total - 1) // 2, total - 1])["obs"]
+    torch.testing.assert_close(scored(data.val_dataloader()), expected)
+    torch.testing.assert_close(scored(data.val_dataloader()), expected)
+    assert len(scored(data.test_dataloader())) == total
+    whole = make_data(toy_dataset, val_fraction=0.34, seed=1, val_windows=total)
+    assert len(scored(whole.val_dataloader())) == total
+
+
 def test_validation_episodes_are_whole_and_unseen(toy_dataset):
     data = make_data(toy_dataset, val_fraction=0.34, seed=1)
     assert len(data.val_ids) == 1 and len(data.train_ids) == 2
