@@ -66,14 +66,17 @@ class TrainConfig:
     """When > 0, the budget is this many passes over the training windows instead of
     num_updates (`--epochs`, the seed's flag)."""
     max_updates: int = 0
-    """Stop after this many updates whatever the budget says; 0 = no cap."""
+    """Stop after this many updates whatever the budget says; 0 = no cap. The learning-rate
+    schedule still spans the whole budget, so a capped run resumed with a higher cap follows
+    one schedule."""
     batch_size: int = 256
     """Windows per update. 256 keeps a 2-core CPU busy; the seed's 4096 suits a GPU."""
     learning_rate: float = 3e-4
     """Adam learning rate of both actor and critic."""
     learning_rate_schedule: str = "cosine"
-    """`cosine`: both learning rates fall along a half cosine to 0 over the update budget, which
-    steadies the final policy; `constant`: they stay fixed."""
+    """`cosine`: both learning rates fall along a half cosine to 0 over the update budget
+    (num_updates or num_epochs; max_updates does not shorten it), which steadies the final
+    policy; `constant`: they stay fixed."""
     grad_clip: float = 10.0
     """Clip each network's gradient norm to this value; 0 turns clipping off."""
     seed: int = 0

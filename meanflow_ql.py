@@ -411,21 +411,25 @@ class MeanFlowQL(L.LightningModule):
         if int(self.num_updates) >= self.update_budget():
             self.trainer.should_stop = True
 
-    def update_budget(self) -> int:
-        """Updates of the whole run: num_updates, or num_epochs passes over the data when set;
-        capped by max_updates."""
+    def scheduled_updates(self) -> int:
+        """Updates the learning-rate schedule spans: num_updates, or num_epochs passes over the
+        data when set. max_updates does not shorten it (it only stops the run early)."""
         if self.cfg.num_epochs > 0:
-            budget = self.cfg.num_epochs * max(1, int(self.trainer.num_training_batches))
-        else:
-            budget = self.cfg.num_updates
-        return self.cfg.capped(budget)
+            return self.cfg.num_epochs * max(1, int(self.trainer.num_training_batches))
+        return self.cfg.num_updates
+
+    def update_budget(self) -> int:
+        """Updates this run makes: the scheduled ones, capped by max_updates."""
+        return self.cfg.capped(self.scheduled_updates())
 
     def learning_rate_now(self) -> float:
-        """The scheduled learning rate for the next update (it follows num_updates, so a
-        resumed run continues the schedule where it stopped)."""
+        """The scheduled learning rate for the next update. It follows the uncapped schedule,
+        so a run stopped by --max-updates and resumed with a higher cap follows one schedule
+        (capping it shortened the schedule before: the learning rate reached 0 at the cap and
+        jumped back up on resume)."""
         if self.cfg.learning_rate_schedule == "constant":
             return self.cfg.learning_rate
-        progress = min(1.0, int(self.num_updates) / self.update_budget())
+        progress = min(1.0, int(self.num_updates) / self.scheduled_updates())
         return self.cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
     def _step(self, optimizer, loss: torch.Tensor, name: str) -> None:
