@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# A learning curve on the test seeds: one training run on a schedule of BUDGET updates, made in
+# legs of STEP updates (--max-updates stops each leg; the learning-rate schedule spans the
+# whole budget), each leg's last.ckpt evaluated once on EPISODES test episodes. Run it again
+# to continue: finished legs are skipped and the run resumes where it stopped, so a curve
+# longer than a session is built across sessions.
+#
+#   DATASET=ogbench/cube-single-play-singletask-task2-v0 SEED=0 TAG=tie1cql1 \
+#     EXTRA="--consistency-weight 1 --cql-alpha 1" bash scripts/learning_curve.sh
+#
+# Writes $OUT/<dataset>_<tag>_seed<S>/: runs/ (the run), test_<updates>.json (each
+# evaluation), legs.tsv (updates, success rate, mean return, leg wall-clock seconds), train.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATASET=${DATASET:-ogbench/cube-single-play-singletask-task2-v0}
+SEED=${SEED:-0}
+BUDGET=${BUDGET:-100000}
+STEP=${STEP:-10000}
+EPISODES=${EPISODES:-50}
+TAG=${TAG:-defaults}
+EXTRA=${EXTRA:-}
+OUT=${OUT:-results/curves}
+dir="$OUT/${DATASET//\//-}_${TAG}_seed${SEED}"
+mkdir -p "$dir"
+log="$dir/train.log"
+
+for ((updates = STEP; updates <= BUDGET; updates += STEP)); do
+  [ -f "$dir/test_${updates}.json" ] && continue
+  start=$(date +%s)
+  if [ -f "$dir/run_dir" ]; then
+    # shellcheck disable=SC2086  # EXTRA is not repeated: a resumed run keeps its settings
+    OMP_NUM_THREADS=1 python main.py train --resume "$(cat "$dir/run_dir")" \
+      --max-updates "$updates" --skip-online-eval >> "$log" 2>&1
+  else
+    # shellcheck disable=SC2086  # EXTRA holds several flags
+    OMP_NUM_THREADS=1 python main.py train --dataset "$DATASET" --seed "$SEED" \
+      --num-updates "$BUDGET" --max-updates "$updates" --skip-online-eval \
+      --output-dir "$dir/runs" $EXTRA >> "$log" 2>&1
+    grep -m1 "^Run directory:" "$log" | sed 's/^Run directory: //' > "$dir/run_dir"
+  fi
+  run_dir=$(cat "$dir/run_dir")
+  OMP_NUM_THREADS=1 python eval_online.py --checkpoint "$run_dir/checkpoints/last.ckpt" \
+    --episodes "$EPISODES" >> "$log" 2>&1
+  mv "$run_dir/checkpoints/last.online.json" "$dir/test_${updates}.json"
+  python - "$dir/test_${updates}.json" "$updates" "$(( $(date +%s) - start ))" \
+    >> "$dir/legs.tsv" <<'EOF'
+import json, sys
+summary = json.load(open(sys.argv[1]))
+print(sys.argv[2], summary.get("success_rate"), summary.get("return_mean"), sys.argv[3],
+      sep="\t")
+EOF
+  tail -n 1 "$dir/legs.tsv"
+done
