@@ -79,7 +79,7 @@ def quiet_lightning() -> None:
 
 RESUMABLE = ("num_epochs", "max_updates", "patience", "devices", "accelerator", "strategy",
              "num_workers", "mixed_precision", "output_dir", "val_every_n_epochs", "eval_every",
-             "val_every_updates", "val_windows", "num_nodes",
+             "val_every_updates", "num_nodes",
              "eval_episodes", "logger", "progress_every")
 
 
