@@ -425,8 +425,7 @@ class MeanFlowQL(L.LightningModule):
     def learning_rate_now(self) -> float:
         """The scheduled learning rate for the next update. It follows the uncapped schedule,
         so a run stopped by --max-updates and resumed with a higher cap follows one schedule
-        (capping it shortened the schedule before: the learning rate reached 0 at the cap and
-        jumped back up on resume)."""
+        instead of decaying to 0 at each cap and jumping back up on resume."""
         if self.cfg.learning_rate_schedule == "constant":
             return self.cfg.learning_rate
         progress = min(1.0, int(self.num_updates) / self.scheduled_updates())
