@@ -511,19 +511,23 @@ class MinariDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
+    @property
+    def held_out_windows(self) -> WindowedEpisodes:
+        """The validation episodes' windows, or the training episodes' when there are none."""
+        return self.val_set if self.val_set is not None else self.train_set
+
     def val_dataloader(self) -> DataLoader:
-        """At most cfg.val_windows evenly spaced windows of the validation episodes (of the
-        training episodes when there are none), the same ones at every validation."""
-        windows = self.val_set if self.val_set is not None else self.train_set
+        """At most cfg.val_windows evenly spaced held-out windows, the same ones at every
+        validation."""
+        windows = self.held_out_windows
         if len(windows) > self.cfg.val_windows:
             spaced = np.linspace(0, len(windows) - 1, self.cfg.val_windows).round().astype(int)
             windows = Subset(windows, spaced.tolist())
         return self._loader(windows, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        """Every validation window (of the training episodes when there are none)."""
-        return self._loader(self.val_set if self.val_set is not None else self.train_set,
-                            shuffle=False)
+        """Every held-out window."""
+        return self._loader(self.held_out_windows, shuffle=False)
 
     def describe(self) -> str:
         return (f"{len(self.train_ids)} training / {len(self.val_ids)} validation episodes, "

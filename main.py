@@ -442,10 +442,9 @@ def offline_test(checkpoint_path: Path, dataset_id: str | None) -> dict:
             total_raw += float(masked_mse(raw_pred, raw_data, mask)) * weight
             count += weight
     held_out = "held-out" if data.val_ids else "training (no held-out episodes)"
-    windows = data.val_set if data.val_set is not None else data.train_set
     return {"checkpoint": str(checkpoint_path), "dataset": dataset_id,
             "episodes": len(data.val_ids) if data.val_ids else len(data.train_ids),
-            "split": held_out, "windows": len(windows), "action_steps": int(count),
+            "split": held_out, "windows": len(data.held_out_windows), "action_steps": int(count),
             "action_mse_normalized": total_mse / max(count, 1),
             "action_mse": total_raw / max(count, 1)}
 

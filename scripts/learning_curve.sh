@@ -28,7 +28,7 @@ for ((updates = STEP; updates <= BUDGET; updates += STEP)); do
   [ -f "$dir/test_${updates}.json" ] && continue
   start=$(date +%s)
   if [ -f "$dir/run_dir" ]; then
-    # shellcheck disable=SC2086  # EXTRA is not repeated: a resumed run keeps its settings
+    # No EXTRA here: a resumed run keeps the settings it was started with.
     OMP_NUM_THREADS=1 python main.py train --resume "$(cat "$dir/run_dir")" \
       --max-updates "$updates" --skip-online-eval >> "$log" 2>&1
   else
