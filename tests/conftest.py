@@ -9,6 +9,10 @@ import pytest
 from minari.data_collector import EpisodeBuffer
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+# One thread per process: the suite runs two pytest workers on two cores, and each worker's
+# subprocesses inherit this. Torch's default (a thread per core) gave four busy threads on two
+# cores, which slowed every training subprocess about twofold.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # (length, terminated): the first episode ends in a true termination, the second is cut by a
 # time limit, the third is longer so the split has something to hold out.

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from in_process import run_here
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(args, env, cwd, timeout=300):
+def run(args, env, cwd, timeout=600):
     """Run `python <args>` from the repository and return (exit code, stdout, stderr)."""
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                             text=True, timeout=timeout)
@@ -114,8 +116,8 @@ def test_zero_action_baseline_is_scored_like_a_checkpoint(trained, tmp_path):
     assert zero["return_mean"] == pytest.approx(float_after(out, "return:"), abs=1e-3)
     assert -80 < zero["return_mean"] < -30 and "normalized_score_mean" in zero
     assert zero["success_rate"] == 0.0       # zero torque never pushes the object to the goal
-    code, _, err = run([str(ROOT / "eval_online.py"), "--baseline", "random", "--dataset",
-                        "local/pusher/expert-v0"], env, cwd)
+    code, _, err = run_here([str(ROOT / "eval_online.py"), "--baseline", "random",
+                             "--dataset", "local/pusher/expert-v0"], env, cwd)
     assert code == 2 and "zero" in err and "Traceback" not in err
 
 
@@ -133,9 +135,11 @@ def test_video_decodes_to_frames(trained, tmp_path):
     assert frames.std() > 0                                # not a blank picture
 
 
-def expect_usage_error(args, env, cwd, *phrases):
+def expect_usage_error(args, env, cwd, *phrases, runner=run_here):
+    """The call exits with code 2 and one message holding each phrase, no traceback. The
+    default runner calls the script in this process; `runner=run` starts a real one."""
     start = time.monotonic()
-    code, out, err = run(args, env, cwd)
+    code, out, err = runner(args, env, cwd)
     assert code == 2, (out, err)
     assert "Traceback" not in err
     for phrase in phrases:
@@ -144,8 +148,6 @@ def expect_usage_error(args, env, cwd, *phrases):
 
 
 def test_bad_input_gets_one_clear_message(trained, tmp_path):
-    from concurrent.futures import ThreadPoolExecutor
-
     env, cwd = trained["env"], trained["cwd"]
     main, evaluate = str(ROOT / "main.py"), str(ROOT / "eval_online.py")
     best = str(trained["run"] / "checkpoints" / "best.ckpt")
@@ -168,11 +170,12 @@ def test_bad_input_gets_one_clear_message(trained, tmp_path):
         ([evaluate, "--checkpoint", best, "--action-horizon", "9"], ["pred_horizon"]),
         ([evaluate, "--checkpoint", best, "--env", "NoSuchEnv-v9"], ["NoSuchEnv-v9"]),
     ]
-    # Independent processes: three at a time keeps the suite short.
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        seconds = list(pool.map(lambda case: expect_usage_error(case[0], env, cwd, *case[1]),
-                                cases))
-    assert seconds[0] < 30                                # no minute-long download retries
+    # The first as a real process (its exit code and stderr as a shell sees them), the rest in
+    # this one: each subprocess spends seconds importing torch before it can fail.
+    seconds = expect_usage_error(cases[0][0], env, cwd, *cases[0][1], runner=run)
+    assert seconds < 30                                   # no minute-long download retries
+    for args, phrases in cases[1:]:
+        expect_usage_error(args, env, cwd, *phrases)
     # Failed runs leave no run directory behind and touch nothing already written.
     assert sorted(p.name for p in (cwd / "runs").iterdir()) == before
 

@@ -17,6 +17,7 @@ from minari.data_collector import EpisodeBuffer
 
 import collect
 import tests.toy_envs  # noqa: F401 - registers NestedToy-v0
+from in_process import run_here
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN, EVAL = str(ROOT / "main.py"), str(ROOT / "eval_online.py")
@@ -25,7 +26,7 @@ TINY = ["--batch-size", "16", "--actor-hidden-dim", "16", "--critic-hidden-dim",
         "--val-fraction", "0.25"]
 
 
-def run(args, env, cwd, timeout=300):
+def run(args, env, cwd, timeout=600):
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                             text=True, timeout=timeout)
     return result.returncode, result.stdout, result.stderr
@@ -104,8 +105,8 @@ def test_nested_dict_observations_give_the_same_returns_for_any_num_envs(nested,
 
 
 def test_an_environment_gymnasium_refuses_is_one_message(nested):
-    code, out, err = run([EVAL, "--checkpoint", str(nested["checkpoint"]), "--env",
-                          "Pusher-v4", "--episodes", "1"], nested["env"], nested["cwd"])
+    code, out, err = run_here([EVAL, "--checkpoint", str(nested["checkpoint"]), "--env",
+                               "Pusher-v4", "--episodes", "1"], nested["env"], nested["cwd"])
     assert code == 2 and "Traceback" not in err
     assert "Environment Pusher-v4 cannot be made" in err and "mujoco<3" in err
 
@@ -143,8 +144,8 @@ def test_a_missing_environment_package_keeps_the_finished_training(nested, tmp_p
     # With --eval-every the environment is made before the first update: no run is started.
     early = tmp_path / "early"
     start = time.monotonic()
-    code, out, err = run([MAIN, "train", "--dataset", "toy/gone/env-v0", "--eval-every", "1",
-                          "--output-dir", str(early), *TINY], env, cwd)
+    code, out, err = run_here([MAIN, "train", "--dataset", "toy/gone/env-v0", "--eval-every",
+                               "1", "--output-dir", str(early), *TINY], env, cwd)
     assert code == 2 and "Traceback" not in err
     assert "pip install gone-robotics-pkg" in err and "Finished" not in out
     assert not early.exists()
@@ -170,7 +171,7 @@ def test_an_env_spec_from_an_older_gymnasium_still_trains(nested, tmp_path):
     assert "cannot be rebuilt by this Gymnasium" in out and "autoreset" in out
     assert "Finished after 3 updates" in out and "--env ENV_ID" in out
     best = next(runs.glob("*/checkpoints/best.ckpt"))
-    code, out, err = run([EVAL, "--checkpoint", str(best), "--episodes", "1"], env, cwd)
+    code, out, err = run_here([EVAL, "--checkpoint", str(best), "--episodes", "1"], env, cwd)
     assert code == 2 and "Traceback" not in err and "--env ENV_ID" in err
     code, out, err = run([EVAL, "--checkpoint", str(best), "--episodes", "2", "--env",
                           "tests.toy_envs:NestedToy-v0"], env, cwd)

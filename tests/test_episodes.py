@@ -14,6 +14,7 @@ from minari.data_collector import EpisodeBuffer
 
 from config import TrainConfig
 from dataset import MinariDataModule, episode_windows
+from in_process import run_here
 from policy import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +26,7 @@ TINY = ["--batch-size", "4", "--actor-hidden-dim", "16", "--critic-hidden-dim", 
 
 def run(args, cwd):
     result = subprocess.run([sys.executable, *args], cwd=cwd, env={**os.environ},
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=600)
     return result.returncode, result.stdout, result.stderr
 
 
@@ -126,8 +127,8 @@ def test_actions_outside_the_action_space_are_reported_and_clipped(minari_path, 
 def test_gamma_one_needs_a_terminating_episode_when_q_learning(minari_path, tmp_path):
     write("toy/truncated/only-v0", [buffer(6), buffer(7)])
     runs = tmp_path / "runs"
-    code, out, err = run([MAIN, "train", "--dataset", "toy/truncated/only-v0", "--gamma", "1",
-                          "--output-dir", str(runs), *TINY], tmp_path)
+    code, out, err = run_here([MAIN, "train", "--dataset", "toy/truncated/only-v0", "--gamma",
+                               "1", "--output-dir", str(runs), *TINY], os.environ, tmp_path)
     assert code == 2 and "Traceback" not in err
     assert "--gamma 1" in err and "no finite fixed point" in err and "--gamma 0.99" in err
     assert not runs.exists()

@@ -94,7 +94,7 @@ def test_rendered_episode_is_in_the_tensorboard_log(logged, tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "eval_online.py"), "--checkpoint",
                              str(logged["run"] / "checkpoints" / "last.ckpt"), "--episodes", "1",
                              "--video", str(video)], cwd=logged["cwd"], env=logged["env"],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert iio.imread(video).shape[0] == 101
     events = EventAccumulator(str(logged["run"] / "tensorboard"), size_guidance={"images": 0})

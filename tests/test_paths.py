@@ -36,7 +36,7 @@ def test_tilde_and_spaces_in_every_path(tmp_path):
     command = test_it.removeprefix("Test it: ")
     assert f"'{runs[0] / 'checkpoints' / 'last.ckpt'}'" in command      # Q learning's result
     result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "action MSE (raw units)" in result.stdout and "normalised score:" in result.stdout
     assert (runs[0] / "checkpoints" / "last.test.json").is_file()

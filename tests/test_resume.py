@@ -11,6 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import main
+from in_process import run_here
 from test_faults import MAIN, SMALL, pusher, run, updates_in, windows_in  # noqa: F401
 
 EVAL = str(Path(MAIN).with_name("eval_online.py"))
@@ -79,7 +80,8 @@ def test_resume_ends_at_the_new_update_budget(pusher, first_run, tmp_path):
 def test_resume_refuses_another_output_dir(pusher, first_run, tmp_path):
     run_dir = copy_of(first_run, tmp_path)
     before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
-    code, out, err = resume(pusher, run_dir, "--output-dir", str(tmp_path / "elsewhere"))
+    code, out, err = run_here([MAIN, "train", "--resume", str(run_dir), "--output-dir",
+                               str(tmp_path / "elsewhere")], pusher["env"], pusher["cwd"])
     assert code == 2 and "Traceback" not in err
     assert "--output-dir" in err and "continues in its own directory" in err
     assert not (tmp_path / "elsewhere").exists()
@@ -202,13 +204,13 @@ def test_resume_on_rebuilt_data_is_refused(tmp_path):
     before = last.read_bytes()
 
     build("--episodes", "6", "--overwrite")            # fewer episodes under the same id
-    code, out, err = run([MAIN, "train", "--resume", str(run_dir), "--max-updates", "4"],
-                         env, tmp_path)
+    code, out, err = run_here([MAIN, "train", "--resume", str(run_dir), "--max-updates", "4"],
+                              env, tmp_path)
     assert code == 2 and "Traceback" not in err, err
     assert "episodes 8 then, 6 now" in err and "steps 800 then, 600 now" in err
     build("--episodes", "8", "--seed", "1", "--overwrite")   # same size, other episodes
-    code, out, err = run([MAIN, "train", "--resume", str(run_dir), "--max-updates", "4"],
-                         env, tmp_path)
+    code, out, err = run_here([MAIN, "train", "--resume", str(run_dir), "--max-updates", "4"],
+                              env, tmp_path)
     assert code == 2 and "Traceback" not in err, err
     assert "fingerprint" in err and "episodes 8 then" not in err
     assert last.read_bytes() == before                 # the run is untouched
