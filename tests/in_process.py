@@ -14,10 +14,10 @@ from pathlib import Path
 def environment(env: dict, cwd: Path):
     """os.environ replaced by `env` and the working directory set to `cwd`, both restored."""
     env, saved_env, saved_cwd = dict(env), dict(os.environ), os.getcwd()   # env may be os.environ
-    os.environ.clear()
-    os.environ.update(env)
-    os.chdir(cwd)
     try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
         yield
     finally:
         os.environ.clear()

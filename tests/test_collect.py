@@ -195,5 +195,6 @@ def test_cli_builds_prints_summary_and_minari_lists_it(store, capsys):
     assert any(PENDULUM in line and "not built" not in line for line in listing.splitlines())
     assert any("local/pusher/expert-v0" in line and "not built" in line for line in listing.splitlines())
     cli = subprocess.run([sys.executable, "-c", "from minari.cli import app; app()", "list", "local"],
-                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+                         timeout=600)
     assert cli.returncode == 0 and PENDULUM in cli.stdout, cli.stdout + cli.stderr

@@ -57,10 +57,9 @@ def windows_in(text: str) -> int:
     return int(line.split("training windows")[0].split(",")[-1])
 
 
-@pytest.mark.parametrize("signum, code, resume", [(signal.SIGINT, 130, False),
-                                                  (signal.SIGTERM, 143, True)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_training_and_resume_finishes_the_same_updates(pusher, tmp_path, signum,
-                                                                      code, resume):
+                                                                      code):
     env, out_dir = pusher["env"], tmp_path / "runs"
     epochs = 8
     process = subprocess.Popen([sys.executable, MAIN, "train", "--epochs", str(epochs),
@@ -78,7 +77,11 @@ def test_a_signal_stops_training_and_resume_finishes_the_same_updates(pusher, tm
         time.sleep(0.2)
     stopped_at = time.monotonic()
     process.send_signal(signum)
-    out, err = process.communicate(timeout=120)
+    try:
+        out, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
     assert time.monotonic() - stopped_at < 30                  # stops within seconds
     assert process.returncode == code, err
     run_dir = next(out_dir.iterdir())
@@ -87,9 +90,9 @@ def test_a_signal_stops_training_and_resume_finishes_the_same_updates(pusher, tm
     load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     done = int(interrupted.num_updates)
     batches = windows_in(out) // 64
+    # Both resumes are needed: Lightning ends the epoch a SIGINT cut short as if it were
+    # complete, while a SIGTERM leaves it unfinished, so the update budget is met two ways.
     assert 0 < done < epochs * batches
-    if not resume:                     # resuming is the same code after either signal
-        return
 
     code, out, err = run([MAIN, "train", "--resume", str(run_dir)], env, pusher["cwd"])
     assert code == 0, err

@@ -46,5 +46,5 @@ def test_imports_point_one_way(module):
 def test_each_module_imports_alone_without_main(module):
     code = f"import sys, {module}; assert 'main' not in sys.modules or '{module}' == 'main'"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True)
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr
