@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,15 +9,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from in_process import run_here
+from test_faults import run
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(args, env, cwd, timeout=600):
-    """Run `python <args>` from the repository and return (exit code, stdout, stderr)."""
-    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=timeout)
-    return result.returncode, result.stdout, result.stderr
 
 
 def float_after(text: str, label: str) -> float:

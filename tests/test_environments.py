@@ -3,8 +3,6 @@ or rebuilt, nested Dict observations, and a point-maze rollout with a success ra
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,18 +16,13 @@ from minari.data_collector import EpisodeBuffer
 import collect
 import tests.toy_envs  # noqa: F401 - registers NestedToy-v0
 from in_process import run_here
+from test_faults import run
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN, EVAL = str(ROOT / "main.py"), str(ROOT / "eval_online.py")
 TINY = ["--batch-size", "16", "--actor-hidden-dim", "16", "--critic-hidden-dim", "16",
         "--obs-horizon", "1", "--pred-horizon", "2", "--action-horizon", "2",
         "--val-fraction", "0.25"]
-
-
-def run(args, env, cwd, timeout=600):
-    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=timeout)
-    return result.returncode, result.stdout, result.stderr
 
 
 def rollouts(env, episodes: int, seed: int, controller) -> list[EpisodeBuffer]:

@@ -42,6 +42,7 @@ def pusher(tmp_path_factory):
 
 
 def run(args, env, cwd, timeout=600):
+    """Run `python <args>` in a subprocess and return (exit code, stdout, stderr)."""
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                             text=True, timeout=timeout)
     return result.returncode, result.stdout, result.stderr
