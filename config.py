@@ -136,6 +136,12 @@ class TrainConfig:
     """How the two target Qs are combined in the TD target: `min` or `mean`."""
     cql_alpha: float = 0.1
     """Weight of the conservative (CQL) penalty; 0 turns it off."""
+    cql_calibrated: bool = False
+    """Cal-QL (Nakamoto et al. 2023): the CQL penalty pushes the actor's chunks' Q down only to
+    the data's discounted Monte-Carlo return from the same state, never below it. Plain CQL's
+    push on the actor's chunks compounds through the TD target (which bootstraps on the
+    actor's next chunk) into a critic far below the data's return, and the Q term, divided by
+    mean |Q|, then weighs less."""
     cql_num_samples: int = 1
     """Uniform-random chunks and actor chunks per state in the CQL logsumexp."""
     num_candidates: int = 1

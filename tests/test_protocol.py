@@ -2,6 +2,7 @@
 sampling corner, the update budget, critic diagnostics, the frozen critic, the result checkpoint."""
 
 import copy
+import dataclasses
 
 import lightning as L
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 from config import TrainConfig
 from dataset import MinariDataModule, discounted_returns
 from main import result_checkpoint
-from meanflow_ql import (MeanFlowQL, clip_chunk, compute_actor_loss, compute_meanflow_loss, flat,
+from meanflow_ql import (MeanFlowQL, clip_chunk, compute_actor_loss, compute_critic_loss,
+                         compute_meanflow_loss, flat,
                          sample_times)
 from policy import sample_chunk
 from test_meanflow import small_config
@@ -131,6 +133,43 @@ def test_the_tie_pulls_toward_the_teachers_chunk_clipped_to_the_bounds(toy_datas
     assert float(info["actor/consistency"]) == pytest.approx(float(expected), rel=1e-5)
     assert float(((one_step - stray) ** 2).mean()) > 1e5
 
+
+@pytest.mark.parametrize("level", [-1e3, 1e3])
+def test_calibrated_cql_never_pushes_the_actors_chunks_below_the_datas_return(toy_dataset, level):
+    """Cal-QL: with every chunk valued at `level`, plain CQL's penalty is 0 (sampled chunks
+    valued like the data's); the calibrated one values each actor chunk whose Q is below the
+    window's Monte-Carlo return at that return, so far below every return the penalty only
+    lifts the critic (its gradient on a Q network's output bias is -1), and far above every
+    return it is plain CQL."""
+    penalties, bias_grads = {}, {}
+    for calibrated in (False, True):
+        model, _, batch = model_and_batch(toy_dataset, cql_alpha=1.0, cql_calibrated=calibrated)
+        with torch.no_grad():              # both Q networks output `level` for every input
+            for q in model.critic.qs:
+                q[-1].weight.zero_()
+                q[-1].bias.fill_(level)
+        losses = []
+        for alpha in (1.0, 0.0):           # the same draws: the difference is the penalty
+            torch.manual_seed(0)
+            cfg = dataclasses.replace(model.cfg, cql_alpha=alpha)
+            loss, _ = compute_critic_loss(model.critic, model.target_critic, model.actor,
+                                             batch, cfg, *model.chunk_bounds())
+            losses.append(loss)
+        penalty = losses[0] - losses[1]
+        penalties[calibrated] = float(penalty.detach())
+        bias_grads[calibrated] = float(torch.autograd.grad(penalty, model.critic.qs[0][-1].bias)[0])
+    returns = batch["mc_return"].double()
+    assert torch.all(returns.abs() < 1e2)
+    assert penalties[False] == pytest.approx(0.0, abs=1e-3)
+    assert bias_grads[False] == pytest.approx(0.0, abs=1e-4)
+    if level < 0:
+        expected = 2 * float((torch.logaddexp(torch.tensor(level, dtype=torch.float64), returns)
+                              - np.log(2) - level).mean())
+        assert penalties[True] == pytest.approx(expected, rel=1e-4)
+        assert bias_grads[True] == pytest.approx(-1.0, abs=1e-4)
+    else:
+        assert penalties[True] == pytest.approx(penalties[False], abs=1e-3)
+        assert bias_grads[True] == pytest.approx(0.0, abs=1e-4)
 
 def test_corner_rows_are_trained_at_r0_t1_and_counted_among_r_below_t():
     cfg = TrainConfig(ratio_r_neq_t=0.25, corner_ratio=0.1)
