@@ -203,7 +203,11 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
                         batch: dict, cfg: TrainConfig, chunk_low: torch.Tensor,
                         chunk_high: torch.Tensor, data_low: torch.Tensor,
                         data_high: torch.Tensor):
-    """TD loss on action chunks plus the CQL penalty. Bounds are flat normalised chunks."""
+    """TD loss on action chunks plus the CQL penalty (Kumar et al. 2020): log-mean-exp of the Q of
+    uniform chunks and of the actor's chunks minus the Q of the data's chunk; with
+    cql_calibrated, each actor chunk's Q enters it as no lower than the data's Monte-Carlo
+    return of the same window (Cal-QL, Nakamoto et al. 2023). Bounds are flat normalised chunks.
+    Returns (loss, info of detached scalars)."""
     obs, next_obs, chunk = flat(batch["obs"]), flat(batch["next_obs"]), flat(batch["actions"])
     with torch.no_grad():
         next_chunk = actor.sample(next_obs, torch.randn_like(chunk), cfg.inference_steps)
