@@ -134,14 +134,15 @@ class TrainConfig:
     """Polyak rate of the target critic."""
     target_aggregate: str = "min"
     """How the two target Qs are combined in the TD target: `min` or `mean`."""
-    cql_alpha: float = 0.1
+    cql_alpha: float = 1.0
     """Weight of the conservative (CQL) penalty; 0 turns it off."""
-    cql_calibrated: bool = False
+    cql_calibrated: bool = True
     """Cal-QL (Nakamoto et al. 2023): the CQL penalty pushes the actor's chunks' Q down only to
-    the data's discounted Monte-Carlo return from the same state, never below it. Plain CQL's
-    push on the actor's chunks compounds through the TD target (which bootstraps on the
-    actor's next chunk) into a critic far below the data's return, and the Q term, divided by
-    mean |Q|, then weighs less."""
+    the data's discounted Monte-Carlo return of the same window, never below it. Plain CQL's
+    push on the actor's chunks compounds through the TD target, which bootstraps on the
+    actor's next chunk: at weight 1 on expert Pusher its critic valued the data at -189
+    against a return of -8, and the Q term, divided by mean |Q|, weighed 20 times less.
+    Runs saved before this setting existed keep plain CQL (SAVED_BEFORE)."""
     cql_num_samples: int = 1
     """Uniform-random chunks and actor chunks per state in the CQL logsumexp."""
     num_candidates: int = 1
@@ -261,10 +262,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        """Build from a saved dict, ignoring keys this version does not know."""
+        """Build from a saved dict, ignoring keys this version does not know. A setting the dict
+        lacks takes the value that reproduces what the saved run did (SAVED_BEFORE), not
+        today's default."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**{**SAVED_BEFORE, **{k: v for k, v in values.items() if k in known}})
 
+
+# Settings added after runs were already saved, with the value those runs trained with.
+SAVED_BEFORE = {"cql_calibrated": False}
 
 LOGGERS = ("tensorboard", "csv", "wandb")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true", "16-true", "bf16-true")

@@ -243,3 +243,15 @@ def test_the_result_checkpoint_is_the_final_one_for_q_learning(tmp_path):
     assert result_checkpoint(bc, tmp_path).name == "best.ckpt"
     (tmp_path / "best.ckpt").unlink()
     assert result_checkpoint(bc, tmp_path).name == "last.ckpt"
+
+
+def test_a_saved_config_without_a_newer_setting_keeps_what_its_run_trained_with(toy_dataset):
+    """Runs saved before --cql-calibrated existed trained with plain CQL: their config (and so
+    a resumed run or a loaded checkpoint's model) must say so whatever today's default is."""
+    saved = TrainConfig(dataset=toy_dataset.spec.dataset_id).to_dict()
+    del saved["cql_calibrated"]
+    assert TrainConfig.from_dict(saved).cql_calibrated is False
+    model, data, _ = model_and_batch(toy_dataset)
+    old = MeanFlowQL(saved, **{k: v for k, v in model.hparams.items() if k != "cfg"})
+    assert old.cfg.cql_calibrated is False
+    assert TrainConfig.from_dict({**saved, "cql_calibrated": True}).cql_calibrated is True
