@@ -142,7 +142,9 @@ class TrainConfig:
     push on the actor's chunks compounds through the TD target, which bootstraps on the
     actor's next chunk: at weight 1 on expert Pusher its critic valued the data at -189
     against a return of -8, and the Q term, divided by mean |Q|, weighed 20 times less.
-    Runs saved before this setting existed keep plain CQL (SAVED_BEFORE)."""
+    Where a time limit cut the episode the return stops at the cut, so near the cut it can sit
+    above the state's value (negative rewards) and the penalty pushes less there. Runs saved
+    before this setting existed keep plain CQL (SAVED_BEFORE)."""
     cql_num_samples: int = 1
     """Uniform-random chunks and actor chunks per state in the CQL logsumexp."""
     num_candidates: int = 1
@@ -336,6 +338,9 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
     values = (base or TrainConfig()).to_dict()
     path = getattr(args, "config", None)
     from_file = load_config_file(path) if path else {}
+    if set(values) - set(SAVED_BEFORE) <= set(from_file) < set(values):
+        # An older run's whole config.json: repeat that run, not today's defaults.
+        from_file = {**SAVED_BEFORE, **from_file}
     values.update(from_file)
     values.update(typed)
     try:

@@ -238,11 +238,12 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
         q_policy = critic(obs_rep, policy).reshape(2, b, n)
         pushed_policy = q_policy
         if cfg.cql_calibrated:
-            # Cal-QL: no push below the data's own return from this state.
-            pushed_policy = torch.maximum(q_policy, batch["mc_return"].to(q_policy.dtype)[:, None])
+            # Cal-QL: no push below the data's own return from this state. In float32: a bf16
+            # return of -189.3 would round to -189, an fp16 one overflow past 65504.
+            pushed_policy = torch.maximum(q_policy.float(), batch["mc_return"].float()[:, None])
         # log-mean-exp, so the penalty is 0 when every sampled chunk is valued like the data's.
-        pushed_down = torch.logsumexp(torch.cat([q_uniform, pushed_policy], dim=2), dim=2) \
-            - math.log(2 * n)
+        sampled = torch.cat([q_uniform.to(pushed_policy.dtype), pushed_policy], dim=2)
+        pushed_down = torch.logsumexp(sampled, dim=2) - math.log(2 * n)
         penalty = (pushed_down - q).mean(1).sum()
         loss = loss + cfg.cql_alpha * penalty
         info.update({"critic/cql_penalty": penalty.detach(),

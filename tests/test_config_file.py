@@ -49,6 +49,18 @@ def test_saved_config_json_round_trips(tmp_path):
     assert parse(["--config", yaml_file]) == saved
 
 
+def test_an_older_runs_config_json_repeats_that_run_not_todays_defaults(tmp_path):
+    """A config.json written before --cql-calibrated existed (plain CQL) still repeats its run;
+    a partial file, and a typed flag, get today's default and the typed value as ever."""
+    old = TrainConfig(dataset="local/pusher/medium-v0", cql_alpha=0.1).to_dict()
+    del old["cql_calibrated"]
+    file = write(tmp_path / "config.json", json.dumps(old))
+    assert parse(["--config", file]).cql_calibrated is False
+    assert parse(["--config", file, "--cql-calibrated"]).cql_calibrated is True
+    partial = write(tmp_path / "partial.json", json.dumps({"cql_alpha": 0.1}))
+    assert parse(["--config", partial]).cql_calibrated is TrainConfig().cql_calibrated is True
+
+
 def test_unknown_key_is_refused_naming_it_and_the_file(tmp_path):
     file = write(tmp_path / "c.yaml", "batch_size: 64\nepochs: 3\n")
     with pytest.raises(UsageError, match=r"unknown key 'epochs'.*num_epochs") as err:
