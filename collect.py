@@ -290,7 +290,8 @@ def build_ogbench(dataset_id: str, num_episodes: int | None = None, seed: int = 
     if name in ogbench.PLAY_DATASETS:
         for split in (name, f"{name}-val"):
             _play_file(split, num_episodes if split == name else None, seed, overwrite, progress)
-        print(f"Single-task datasets of it: {', '.join(ogbench.singletask_ids(name))}")
+        print(f"Single-task datasets of it: {', '.join(ogbench.singletask_ids(name))} "
+              f"(Q-chunking's sparse reward: end the id in -sparse-v0)")
         return None
     try:
         task = ogbench.parse_singletask_id(dataset_id)

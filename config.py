@@ -74,9 +74,16 @@ class TrainConfig:
     learning_rate: float = 3e-4
     """Adam learning rate of both actor and critic."""
     learning_rate_schedule: str = "cosine"
-    """`cosine`: both learning rates fall along a half cosine to 0 over the update budget
-    (num_updates or num_epochs; max_updates does not shorten it), which steadies the final
-    policy; `constant`: they stay fixed."""
+    """The actor's schedule (and the critic's, unless critic_learning_rate_schedule says
+    otherwise). `cosine`: the learning rate falls along a half cosine to learning_rate_floor x
+    learning_rate over the update budget (num_updates or num_epochs; max_updates does not
+    shorten it), which steadies the final policy; `constant`: it stays fixed."""
+    learning_rate_floor: float = 0.0
+    """Where the cosine schedule ends, as a fraction of learning_rate (MeanFlowQL's actor ends
+    at 0.1)."""
+    critic_learning_rate_schedule: str = "same"
+    """The critic's schedule: `same` as the actor's, `cosine` or `constant` (FQL and
+    MeanFlowQL keep the critic's rate constant)."""
     grad_clip: float = 10.0
     """Clip each network's gradient norm to this value; 0 turns clipping off."""
     seed: int = 0
@@ -112,7 +119,23 @@ class TrainConfig:
     multi-step sample chases the one-step one: on cube-single that loop diverged within 200
     updates."""
     consistency_steps: int = 8
-    """Integration steps of the teacher's chunk in the one-step tie."""
+    """Integration steps of the teacher's chunks (the one-step tie and the support
+    constraint)."""
+    support_samples: int = 0
+    """Chunks K the teacher (the Polyak copy of the actor, as in the one-step tie) samples per
+    state for the support constraint: the actor's one-step chunk is pulled toward the nearest
+    of them, so it may sit on any mode of the behaviour flow but not off its support (a
+    sampled support constraint in the spirit of BEAR, Kumar et al. 2019). Its weight is a dual
+    variable, not a setting: see support_target. 0 = off; at least 2 when on."""
+    support_target: float = 1.0
+    """The support constraint's dual variable holds the one-step chunk's squared distance to
+    its nearest teacher chunk at this multiple of the flow's own spread (the same distance
+    from each teacher chunk to its nearest other one, measured on the same batch). The actions
+    are normalised per dimension, so the target means the same on every dataset."""
+    support_dual_lr: float = 0.01
+    """Step size of the dual variable's log: log(weight) += support_dual_lr x (distance /
+    (support_target x spread) - 1), clipped to +-1 per update; the weight stays in
+    [1e-3, 1e4]."""
     corner_ratio: float = 0.0
     """Fraction of each batch trained at (r, t) = (0, 1), the point one-step sampling uses (the
     logit-normal sampler draws it with probability under 0.1%). At most ratio_r_neq_t."""
@@ -149,6 +172,9 @@ class TrainConfig:
     """Uniform-random chunks and actor chunks per state in the CQL logsumexp."""
     num_candidates: int = 1
     """At act time, sample this many chunks and execute the one the critic values most."""
+    target_candidates: int = 1
+    """In the TD target, sample this many next chunks per state and bootstrap from the one the
+    target critic values most (MeanFlowQL uses 2, Q-chunking's best-of-N agent 32)."""
 
     # --- running ----------------------------------------------------------------------------
     mixed_precision: str = "32-true"
@@ -197,7 +223,8 @@ class TrainConfig:
         for name in ("obs_horizon", "pred_horizon", "action_horizon", "batch_size", "num_updates",
                      "inference_steps", "consistency_steps", "actor_hidden_dim",
                      "actor_num_layers", "critic_hidden_dim", "critic_num_layers",
-                     "cql_num_samples", "num_candidates", "val_every_n_epochs",
+                     "cql_num_samples", "num_candidates", "target_candidates",
+                     "val_every_n_epochs",
                      "val_every_updates", "val_windows", "eval_episodes", "num_nodes",
                      "progress_every"):
             if getattr(self, name) < 1:
@@ -221,12 +248,22 @@ class TrainConfig:
                 problems.append(f"{name} must be positive (got {getattr(self, name)})")
         for name in ("cql_alpha", "actor_q_weight", "consistency_weight", "grad_clip",
                      "max_updates", "patience", "num_epochs", "reward_scale", "num_workers",
-                     "adaptive_weight_power", "eval_every"):
+                     "adaptive_weight_power", "eval_every", "support_samples",
+                     "support_target", "support_dual_lr"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative (got {getattr(self, name)})")
         if self.learning_rate_schedule not in ("cosine", "constant"):
             problems.append("learning_rate_schedule must be cosine or constant "
                             f"(got {self.learning_rate_schedule!r})")
+        if self.critic_learning_rate_schedule not in ("same", "cosine", "constant"):
+            problems.append("critic_learning_rate_schedule must be same, cosine or constant "
+                            f"(got {self.critic_learning_rate_schedule!r})")
+        if not 0.0 <= self.learning_rate_floor <= 1.0:
+            problems.append(f"learning_rate_floor must lie in [0, 1] "
+                            f"(got {self.learning_rate_floor})")
+        if self.support_samples == 1:
+            problems.append("support_samples must be 0 (off) or at least 2: the flow's spread "
+                            "is measured between the teacher's own chunks")
         if self.target_aggregate not in ("min", "mean"):
             problems.append(f"target_aggregate must be min or mean (got {self.target_aggregate!r})")
         if self.mixed_precision not in PRECISIONS:
@@ -248,6 +285,12 @@ class TrainConfig:
     def learns_q(self) -> bool:
         """Whether the run is Q learning (a Q term or CQL), not pure behaviour cloning."""
         return self.actor_q_weight > 0 or self.cql_alpha > 0
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the actor has a Polyak-averaged teacher copy (the one-step tie or the
+        support constraint)."""
+        return self.consistency_weight > 0 or self.support_samples > 0
 
     @property
     def trains_critic(self) -> bool:

@@ -210,9 +210,15 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
     Returns (loss, info of detached scalars)."""
     obs, next_obs, chunk = flat(batch["obs"]), flat(batch["next_obs"]), flat(batch["actions"])
     with torch.no_grad():
-        next_chunk = actor.sample(next_obs, torch.randn_like(chunk), cfg.inference_steps)
+        # Best of target_candidates next chunks by the target critic (1 = the actor's sample).
+        n_next = cfg.target_candidates
+        next_rep = next_obs.repeat_interleave(n_next, dim=0) if n_next > 1 else next_obs
+        next_chunk = actor.sample(next_rep, torch.randn(len(next_rep), chunk.shape[1],
+                                                        device=chunk.device, dtype=chunk.dtype),
+                                  cfg.inference_steps)
         next_chunk = clip_chunk(next_chunk, chunk_low, chunk_high)
-        next_q = aggregate(target_critic(next_obs, next_chunk), cfg.target_aggregate)
+        next_q = aggregate(target_critic(next_rep, next_chunk), cfg.target_aggregate)
+        next_q = next_q.reshape(len(next_obs), n_next).max(1).values
         # Bootstrap after the chunk's valid steps, never after a true termination.
         discount = cfg.gamma ** batch["valid_steps"].to(next_q.dtype)
         discount = discount * (~batch["terminal"]).to(next_q.dtype)
@@ -252,20 +258,68 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
     return loss, info
 
 
+def compute_support_distance(chunk: torch.Tensor, teacher_chunks: torch.Tensor):
+    """How far one-step chunks lie from the behaviour flow's support, and the flow's own spread.
+
+    chunk (B, D) flat normalised chunks (gradient flows through it); teacher_chunks (B, K, D),
+    K >= 2, chunks sampled from the behaviour flow for the same states. Returns (distance (B,),
+    spread scalar): distance is each chunk's mean squared distance per element to its nearest
+    teacher chunk; spread, with no gradient, is the same distance from each teacher chunk to
+    its nearest other teacher chunk, averaged over the batch: what a genuine behaviour sample
+    scores against K - 1 others. A chunk on any mode of the flow has distance of the order of
+    spread; one between or beyond its modes lies far above it."""
+    distance = ((chunk[:, None] - teacher_chunks) ** 2).mean(-1).min(1).values
+    with torch.no_grad():
+        pairwise = ((teacher_chunks[:, :, None] - teacher_chunks[:, None]) ** 2).mean(-1)
+        k = teacher_chunks.shape[1]
+        pairwise = pairwise + torch.diag(torch.full((k,), float("inf"), device=chunk.device))
+        spread = pairwise.min(2).values.mean()
+    return distance, spread
+
+
+def support_dual_step(log_weight: torch.Tensor, distance: torch.Tensor, spread: torch.Tensor,
+                      cfg: TrainConfig) -> None:
+    """One dual step on the support constraint's log weight (a 0-d tensor, in place): up when
+    the mean distance exceeds support_target x spread, down when below; relative error clipped
+    to +-1 so one odd batch cannot swing it; the weight kept in [1e-3, 1e4]."""
+    ratio = distance.detach().mean() / (cfg.support_target * spread).clamp_min(1e-8)
+    step = cfg.support_dual_lr * (ratio - 1).clamp(-1.0, 1.0)
+    log_weight.add_(step.to(log_weight.dtype)).clamp_(math.log(1e-3), math.log(1e4))
+
+
 def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
                        cfg: TrainConfig, chunk_low: torch.Tensor, chunk_high: torch.Tensor,
-                       teacher: MeanFlowActor | None = None):
+                       teacher: MeanFlowActor | None = None,
+                       support_weight: torch.Tensor | None = None):
     """MeanFlow loss (stay near the data) plus the normalised Q of the actor's one-step chunk,
     clipped to the action bounds (flat normalised chunks) before the critic scores it, as it is
     clipped in the TD target, in CQL and when executed (FQL clips the same way); with
     consistency_weight, plus the one-step chunk's squared distance to the teacher's (a Polyak
     copy of the actor, required then) multi-step chunk from the same noise, clipped to the
-    bounds (FQL's distillation term)."""
+    bounds (FQL's distillation term); with support_samples, plus support_weight (the dual
+    variable) times the one-step chunk's distance to the nearest of support_samples teacher
+    chunks (`compute_support_distance`), whose mean and the flow's spread come back in info as
+    tensors `support/distance` and `support/spread` for the dual step."""
     obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
     loss, info = compute_meanflow_loss(actor, obs, actions, mask, cfg)
     noise = torch.randn_like(flat(actions))
-    with torch.set_grad_enabled(cfg.actor_q_weight > 0 or cfg.consistency_weight > 0):
+    with torch.set_grad_enabled(cfg.actor_q_weight > 0 or cfg.uses_teacher):
         chunk = actor.sample(obs, noise, cfg.inference_steps)
+    if cfg.support_samples > 0:
+        k = cfg.support_samples
+        with torch.no_grad():
+            obs_rep = obs.repeat_interleave(k, dim=0)
+            samples = clip_chunk(teacher.sample(obs_rep, torch.randn(len(obs_rep), chunk.shape[1],
+                                                                       device=chunk.device,
+                                                                       dtype=chunk.dtype),
+                                                cfg.consistency_steps), chunk_low, chunk_high)
+        # The clipped chunk, as it is executed: no pull on elements already past the bounds.
+        distance, spread = compute_support_distance(clip_chunk(chunk, chunk_low, chunk_high),
+                                                    samples.reshape(len(obs), k, -1))
+        support = distance.mean()
+        loss = loss + support_weight.to(support.dtype) * support
+        info.update({"support/distance": support.detach(), "support/spread": spread,
+                     "actor/support_weight": support_weight.detach().clone()})
     if cfg.consistency_weight > 0:
         with torch.no_grad():
             # Clipped like every executed chunk (FQL clips its BC flow's actions too), so the
@@ -325,7 +379,9 @@ class MeanFlowQL(L.LightningModule):
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         # The one-step tie's teacher, moved only by Polyak averaging (consistency_weight).
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False) \
-            if c.consistency_weight > 0 else None
+            if c.uses_teacher else None
+        # log of the support constraint's weight, a dual variable moved by `support_dual_step`.
+        self.register_buffer("support_log_weight", torch.zeros((), dtype=torch.float32))
         self.register_buffer("action_low", torch.tensor(action_low, dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
         # Pure behaviour cloning (no Q term, no CQL, one candidate) never reads the critic:
@@ -349,6 +405,9 @@ class MeanFlowQL(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints written before rewards could be scaled trained on unscaled rewards.
         checkpoint["state_dict"].setdefault("reward_scale", torch.ones((), dtype=torch.float64))
+        # Nor had they the support constraint's dual variable (its start value: weight 1).
+        checkpoint["state_dict"].setdefault("support_log_weight",
+                                            torch.zeros((), dtype=torch.float32))
 
     def chunk_bounds(self) -> tuple[torch.Tensor, ...]:
         """(action-space low, high, data low, high), each normalised and tiled to a flat chunk
@@ -370,9 +429,10 @@ class MeanFlowQL(L.LightningModule):
         actor_opt, critic_opt = self.optimizers()
         bounds = self.chunk_bounds()
         learning_rate = self.learning_rate_now()
-        for optimizer in (actor_opt, critic_opt):
+        critic_learning_rate = self.learning_rate_now("critic")
+        for optimizer, rate in ((actor_opt, learning_rate), (critic_opt, critic_learning_rate)):
             for group in optimizer.optimizer.param_groups:
-                group["lr"] = learning_rate
+                group["lr"] = rate
 
         info = {}
         if self.trains_critic:
@@ -388,8 +448,12 @@ class MeanFlowQL(L.LightningModule):
         self.critic.requires_grad_(False)
         try:
             actor_loss, actor_info = compute_actor_loss(self.actor, self.critic, batch, self.cfg,
-                                                        *bounds[:2], self.target_actor)
+                                                        *bounds[:2], self.target_actor,
+                                                        self.support_log_weight.exp())
             self._step(actor_opt, actor_loss, "actor")
+            if self.cfg.support_samples > 0:
+                support_dual_step(self.support_log_weight, actor_info["support/distance"],
+                                  actor_info["support/spread"], self.cfg)
             if self.target_actor is not None:
                 self._polyak_update(self.target_actor, self.actor)
         finally:
@@ -411,6 +475,9 @@ class MeanFlowQL(L.LightningModule):
                          prog_bar=True)
             self.log("updates", float(updates), on_step=True, on_epoch=False)
             self.log("learning_rate", learning_rate, on_step=True, on_epoch=False)
+            if self.trains_critic:
+                self.log("critic_learning_rate", critic_learning_rate, on_step=True,
+                         on_epoch=False)
         if updates >= self.update_budget():
             self.trainer.should_stop = True
 
@@ -431,14 +498,20 @@ class MeanFlowQL(L.LightningModule):
         """Updates this run makes: the scheduled ones, capped by max_updates."""
         return self.cfg.capped(self.scheduled_updates())
 
-    def learning_rate_now(self) -> float:
-        """The scheduled learning rate for the next update. It follows the uncapped schedule,
-        so a run stopped by --max-updates and resumed with a higher cap follows one schedule
-        instead of decaying to 0 at each cap and jumping back up on resume."""
-        if self.cfg.learning_rate_schedule == "constant":
+    def learning_rate_now(self, network: str = "actor") -> float:
+        """The scheduled learning rate of `network` ("actor" or "critic") for the next update.
+        It follows the uncapped schedule, so a run stopped by --max-updates and resumed with a
+        higher cap follows one schedule instead of decaying at each cap and jumping back up on
+        resume."""
+        schedule = self.cfg.learning_rate_schedule
+        if network == "critic" and self.cfg.critic_learning_rate_schedule != "same":
+            schedule = self.cfg.critic_learning_rate_schedule
+        if schedule == "constant":
             return self.cfg.learning_rate
         progress = min(1.0, int(self.num_updates) / self.scheduled_updates())
-        return self.cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+        floor = self.cfg.learning_rate_floor
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.cfg.learning_rate * (floor + (1 - floor) * cosine)
 
     def _step(self, optimizer, loss: torch.Tensor, name: str) -> None:
         if not torch.isfinite(loss):

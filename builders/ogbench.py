@@ -76,7 +76,8 @@ AUTHOR = "meanflow-ql (builders/ogbench.py)"
 REGENERATED_DIR_ENV = "MEANFLOW_QL_OGBENCH_DIR"
 
 _SINGLETASK_RE = re.compile(
-    rf"(?:{NAMESPACE}/)?(?P<stem>[a-z0-9-]+?)-play-singletask(?:-task(?P<task>\d+))?-v0")
+    rf"(?:{NAMESPACE}/)?(?P<stem>[a-z0-9-]+?)-play-singletask(?:-task(?P<task>\d+))?"
+    rf"(?P<sparse>-sparse)?-v0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,6 +93,7 @@ class SingleTask:
     task: int          # 1..5; the default task when the id is bare
     env_id: str        # cube-single-singletask-task2-v0 (evaluation env; bare id when bare)
     ogbench_name: str  # cube-single-play-singletask-task2-v0 (make_env_and_datasets' name)
+    sparse: bool = False  # `-sparse-v0`: Q-chunking's sparse reward (`sparse_rewards`)
 
 
 def _play_name(name: str) -> tuple[str, str]:
@@ -118,7 +120,7 @@ def parse_singletask_id(dataset_id: str) -> SingleTask:
     if match is None:
         raise ValueError(f"malformed OGBench single-task id {dataset_id!r}; expected e.g. "
                          f"{NAMESPACE}/cube-single-play-singletask-task2-v0.")
-    stem, task_text = match.group("stem", "task")
+    stem, task_text, sparse = match.group("stem", "task", "sparse")
     dataset_name = f"{stem}-play-v0"
     _play_name(dataset_name)
     suffix = "" if task_text is None else f"-task{task_text}"
@@ -126,11 +128,20 @@ def parse_singletask_id(dataset_id: str) -> SingleTask:
     if not 1 <= task <= NUM_TASKS:
         raise ValueError(f"task must be in 1..{NUM_TASKS}, got {task} in {dataset_id!r}.")
     return SingleTask(dataset_id, dataset_name, task, f"{stem}-singletask{suffix}-v0",
-                      f"{stem}-play-singletask{suffix}-v0")
+                      f"{stem}-play-singletask{suffix}-v0", sparse=bool(sparse))
+
+
+def sparse_rewards(rewards: np.ndarray) -> np.ndarray:
+    """OGBench's dense single-task rewards (satisfied components minus all components, so 0
+    exactly at success) made sparse as Q-chunking does with `--sparse=True` (Li, Zhou, Levine
+    2025, repo ColinQiyangLi/qc, main.py): -1 at every step not in the success state, 0 in it.
+    OGBench's masks (0 at success) stay as they are. Same shape and dtype as `rewards`."""
+    return np.where(rewards != 0, -1.0, 0.0).astype(rewards.dtype)
 
 
 def singletask_ids(name: str) -> list[str]:
-    """The five Minari ids `ogbench/<stem>-play-singletask-task{1..5}-v0` of play dataset `name`.
+    """The five Minari ids `ogbench/<stem>-play-singletask-task{1..5}-v0` of play dataset `name`
+    (each also has a `...-task<k>-sparse-v0` twin with Q-chunking's sparse reward).
 
     Raises:
         ValueError: `name` is not one of `PLAY_DATASETS`.
@@ -341,6 +352,8 @@ def _relabelled(npz_path: str | os.PathLike, task: SingleTask) -> dict[str, np.n
         raise ValueError(f"{path}: terminals must end every episode, the last row included, and "
                          f"episodes need at least 2 rows.")
     data["starts"] = np.r_[0, ends + 1]
+    if task.sparse:
+        data["rewards"] = sparse_rewards(np.asarray(data["rewards"]))
     return data
 
 
@@ -397,15 +410,18 @@ def load_singletask(npz_path: str | os.PathLike, task_id: str) -> list[dict[str,
 # --------------------------------------------------------------------------------------------
 
 def _describe(task: SingleTask, npz_path: Path, source: str, num_episodes: int, steps: int) -> str:
+    reward = ("Q-chunking's sparse reward: -1 at every step before success, 0 in the success "
+              "state (OGBench's dense reward != 0 -> -1)" if task.sparse else
+              "OGBench's dense reward: satisfied task components minus all components, on the "
+              "transition's first state")
     origin = {"regenerated": f"regenerated on this machine by builders/ogbench.py "
                              f"generate_play_dataset (OGBench's play recipe, our seeds), file {npz_path}",
               "official": f"the official OGBench file {npz_path} (ogbench.download_datasets)"}[source]
     return (f"OGBench {task.dataset_name} relabelled for task {task.task} of {task.env_id} "
             f"(evaluation env, registered by `import ogbench`). Source: {origin}. {num_episodes} "
             f"episodes, {steps} transitions: OGBench's whole trajectories, not cut at success. "
-            f"Rewards from ogbench.relabel_utils.relabel_dataset: satisfied task components minus "
-            f"all components, on the transition's first state. infos['mask'] (float32, one per "
-            f"observation): OGBench's mask of that state, 0 where every component is satisfied "
+            f"Rewards relabelled by ogbench.relabel_utils.relabel_dataset; {reward}. "
+            f"infos['mask'] (float32, one per observation): OGBench's mask of that state, 0 where every component is satisfied "
             f"(no bootstrap after a step from it), else 1. Terminations are all False; each "
             f"episode is truncated at its last step.")
 

@@ -210,6 +210,16 @@ def test_relabel_puzzle_by_hand_and_bare_id(tmp_path):
         (episode,) = load_singletask(path, task_id)
         np.testing.assert_array_equal(episode["rewards"], [-9.0, -3.0, 0.0, -1.0])
         np.testing.assert_array_equal(episode["masks"], [1.0, 1.0, 0.0, 1.0])
+    # Q-chunking's sparse reward on the same hand-labelled episode: -1 until every button is
+    # on, 0 in the success state; the masks are OGBench's, unchanged.
+    sparse_id = "ogbench/puzzle-3x3-play-singletask-task4-sparse-v0"
+    task = parse_singletask_id(sparse_id)
+    assert task.sparse and task.task == 4 and task.env_id == "puzzle-3x3-singletask-task4-v0"
+    assert not parse_singletask_id("ogbench/puzzle-3x3-play-singletask-task4-v0").sparse
+    (episode,) = load_singletask(path, sparse_id)
+    np.testing.assert_array_equal(episode["rewards"], [-1.0, -1.0, 0.0, -1.0])
+    np.testing.assert_array_equal(episode["masks"], [1.0, 1.0, 0.0, 1.0])
+    assert parse_singletask_id("ogbench/puzzle-3x3-play-singletask-sparse-v0").task == 4
     with pytest.raises(ValueError, match="button_states"):
         load_singletask(write_ogbench_npz(tmp_path / "no-buttons.npz", [{"qpos": np.zeros((3, 23))}],
                                           nq=23), "puzzle-3x3-play-singletask-task4-v0")
@@ -255,6 +265,12 @@ def test_minari_singletask_dataset(cube_npz, minari_path):
         write_minari_singletask(dataset_id, cube_npz, "official")
     replaced = write_minari_singletask(dataset_id, cube_npz, "regenerated", overwrite=True)
     assert "regenerated" in replaced.storage.metadata["description"]
+    # The sparse twin records its reward in the dataset itself (rewards and description).
+    sparse = write_minari_singletask("ogbench/cube-single-play-singletask-task2-sparse-v0",
+                                     cube_npz, "regenerated")
+    assert "sparse reward" in sparse.storage.metadata["description"]
+    np.testing.assert_array_equal(next(sparse.iterate_episodes()).rewards,
+                                  [-1.0, 0.0, 0.0, -1.0, 0.0])
 
 
 def test_eval_env_reports_success():
