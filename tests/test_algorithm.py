@@ -1,0 +1,122 @@
+"""The actor's support constraint and its dual weight, the best-of-N TD target, the learning-rate
+schedules: each on a case checked by hand (value and direction of the gradient)."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from config import TrainConfig
+from meanflow_ql import (DoubleCritic, MeanFlowActor, MeanFlowQL, compute_actor_loss,
+                         compute_critic_loss, compute_support_distance, support_dual_step)
+
+
+def test_support_distance_is_the_nearest_teacher_chunk_and_pulls_toward_it():
+    """chunk (0, 0); teachers (1, 0), (0, 3), (4, 4): squared distances per element 0.5, 4.5,
+    16 -> nearest 0.5. Spread: each teacher's nearest other one, (1,0)-(0,3): (1 + 9) / 2 = 5,
+    (0,3)-(1,0): 5, (4,4)-(0,3): (16 + 1) / 2 = 8.5 -> mean 6.1667."""
+    chunk = torch.zeros(1, 2, requires_grad=True)
+    teachers = torch.tensor([[[1.0, 0.0], [0.0, 3.0], [4.0, 4.0]]])
+    distance, spread = compute_support_distance(chunk, teachers)
+    assert distance.item() == pytest.approx(0.5)
+    assert spread.item() == pytest.approx((5 + 5 + 8.5) / 3)
+    assert not spread.requires_grad
+    distance.sum().backward()
+    # Descending the gradient moves the chunk toward (1, 0), its nearest teacher chunk, only.
+    assert chunk.grad[0, 0] < 0 and chunk.grad[0, 1] == 0
+
+
+def test_dual_weight_rises_when_off_support_and_falls_on_it():
+    cfg = TrainConfig(support_samples=4, support_target=1.0, support_dual_lr=0.1)
+    log_weight = torch.zeros(())
+    support_dual_step(log_weight, torch.tensor(3.0), torch.tensor(1.0), cfg)  # 3x the spread
+    assert log_weight.item() == pytest.approx(0.1)              # (3 - 1) clipped to 1, times 0.1
+    support_dual_step(log_weight, torch.tensor(0.5), torch.tensor(1.0), cfg)  # half the spread
+    assert log_weight.item() == pytest.approx(0.1 - 0.05)
+    for _ in range(1000):                                       # bounded above by 1e4
+        support_dual_step(log_weight, torch.tensor(100.0), torch.tensor(1.0), cfg)
+    assert log_weight.exp().item() == pytest.approx(1e4, rel=1e-4)
+    target_two = TrainConfig(support_samples=4, support_target=2.0, support_dual_lr=0.1)
+    before = log_weight.item()
+    support_dual_step(log_weight, torch.tensor(1.5), torch.tensor(1.0), target_two)  # < 2 x 1
+    assert log_weight.item() < before
+
+
+def toy_batch(batch=16, obs_dim=3, horizon=2, action_dim=2):
+    torch.manual_seed(0)
+    return {"obs": torch.randn(batch, 1, obs_dim), "next_obs": torch.randn(batch, 1, obs_dim),
+            "actions": torch.randn(batch, horizon, action_dim),
+            "mask": torch.ones(batch, horizon, dtype=torch.bool),
+            "chunk_reward": torch.randn(batch), "valid_steps": torch.full((batch,), horizon),
+            "terminal": torch.zeros(batch, dtype=torch.bool), "mc_return": torch.randn(batch)}
+
+
+def test_support_weight_moves_the_right_way_on_a_toy_batch():
+    """An actor whose one-step chunks sit 5 normalised units off the teacher's flow raises the
+    dual weight; one whose one-step chunks are the teacher's own multi-step samples (here: the
+    teacher samples in one step too) lowers it."""
+    cfg = TrainConfig(support_samples=4, consistency_steps=1, actor_q_weight=0.0,
+                      support_dual_lr=0.05)
+    batch = toy_batch()
+    low, high = torch.full((4,), -100.0), torch.full((4,), 100.0)
+    teacher = MeanFlowActor(3, 4, 16, 2)
+    for shift, direction in ((5.0, 1), (0.0, -1)):
+        actor = copy.deepcopy(teacher)
+        with torch.no_grad():
+            actor.net[-1].bias -= shift         # one step is eps - u: the chunk moves by +shift
+        log_weight = torch.zeros(())
+        for _ in range(5):
+            loss, info = compute_actor_loss(actor, DoubleCritic(3, 4, 16, 2, True), batch, cfg,
+                                            low, high, teacher, log_weight.exp())
+            support_dual_step(log_weight, info["support/distance"], info["support/spread"], cfg)
+        assert math.copysign(1, log_weight.item()) == direction, (shift, log_weight)
+        # The term's gradient pulls the shifted actor back toward the flow (bias up again).
+        actor.zero_grad()
+        loss.backward()
+        if shift:
+            assert actor.net[-1].bias.grad.sum() < 0
+
+
+class SumCritic(nn.Module):
+    """Q(obs, chunk) = sum of the chunk, for both Q networks: (2, B)."""
+
+    def forward(self, obs, chunk):
+        return chunk.sum(-1).expand(2, -1)
+
+
+def test_td_target_bootstraps_from_the_best_of_n_next_chunks():
+    """With Q = sum of the chunk, the target is r + gamma^h * max over the N sampled next chunks
+    of their clipped sum: redrawn here from the same seed and checked against the logged mean."""
+    cfg = TrainConfig(target_candidates=5, cql_alpha=0.0, gamma=0.9)
+    batch = toy_batch(batch=8)
+    actor = MeanFlowActor(3, 4, 16, 2)
+    low, high = torch.full((4,), -1.0), torch.full((4,), 1.0)
+    critic = DoubleCritic(3, 4, 16, 2, True)
+    torch.manual_seed(7)
+    _, info = compute_critic_loss(critic, SumCritic(), actor, batch, cfg, low, high, low, high)
+    torch.manual_seed(7)
+    next_obs = batch["next_obs"].reshape(8, -1).repeat_interleave(5, dim=0)
+    with torch.no_grad():
+        chunks = actor.sample(next_obs, torch.randn(40, 4)).clamp(-1, 1)
+    best = chunks.sum(-1).reshape(8, 5).max(1).values
+    expected = batch["chunk_reward"] + 0.9 ** 2 * best
+    assert info["critic/target"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
+    assert (best > chunks.sum(-1).reshape(8, 5)[:, 0]).any()    # the first draw is not the max
+
+
+def test_actor_schedule_ends_at_its_floor_while_the_critic_stays_constant():
+    cfg = TrainConfig(num_updates=100, learning_rate=1e-3, learning_rate_floor=0.1,
+                      critic_learning_rate_schedule="constant")
+    model = MeanFlowQL(cfg.to_dict(), 2, 2, [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
+    seen = []
+    for k in (0, 50, 100):
+        model.num_updates.fill_(k)
+        seen.append((model.learning_rate_now("actor"), model.learning_rate_now("critic")))
+    assert [a for a, _ in seen] == pytest.approx([1e-3, 1e-3 * (0.1 + 0.9 * 0.5), 1e-4])
+    assert [c for _, c in seen] == pytest.approx([1e-3] * 3)
+    same = MeanFlowQL(TrainConfig(num_updates=100).to_dict(), 2, 2, [-1.0, -1.0], [1.0, 1.0],
+                      ["obs"], "toy")
+    same.num_updates.fill_(100)
+    assert same.learning_rate_now("critic") == same.learning_rate_now("actor") == 0.0
