@@ -352,8 +352,8 @@ def summarize(dataset: minari.MinariDataset) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    expand_user_in_environment()
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The `collect` command's flags (also parsed by tests/test_docs.py for the docs' lines)."""
     parser = argparse.ArgumentParser(
         prog=prog, description="Build a local Minari dataset from a scripted MuJoCo controller.")
     parser.add_argument("--dataset", help=f"dataset id, one of: {_buildable()}")
@@ -363,7 +363,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--list", action="store_true", help="list buildable datasets and exit")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    expand_user_in_environment()
+    args = build_parser(prog).parse_args(argv)
     try:
         if args.list:
             print(format_dataset_list())

@@ -45,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from stats import iqm, stratified_bootstrap_ci  # noqa: E402
 
 FORMAT = 2                                    # results.json layout; 1 was the per-quality one
+RECORDED = "recorded"     # rows copied from an earlier table whose run files were not kept
+CURVE = "curve"           # a learning curve: success rate per checkpoint, per method and seed
 METHODS = {"meanflow_ql": "MeanFlow-QL (defaults)",
            "meanflow_bc": "MeanFlow BC (--actor-q-weight 0 --cql-alpha 0)"}
 SHORT = {"meanflow_ql": "MeanFlow-QL", "meanflow_bc": "MeanFlow BC"}
@@ -222,7 +224,7 @@ def episodes_row(figures: dict) -> list[str]:
 
 
 def checks(results: dict) -> list[str]:
-    """Issue #14's check on every dataset: MeanFlow-QL's final score at least BC's."""
+    """The check on every dataset: MeanFlow-QL's final score at least MeanFlow BC's."""
     lines = []
     for dataset_id, data in results["datasets"].items():
         ql, bc = data["runs"].get("meanflow_ql"), data["runs"].get("meanflow_bc")
@@ -266,37 +268,139 @@ def curves(results: dict) -> list[str]:
     return lines
 
 
-def render(results: dict) -> str:
-    lines = ["| dataset | score | method | seeds | final score | IQM [95% CI] | success rate | "
-             "minutes per run (mean / max) | updates |", "|---|---|---|---|---|---|---|---|---|"]
-    any_pooled = False
-    for dataset_id, data in results["datasets"].items():
-        rows = []
+HEADER = ["| dataset | score | method | seeds | final score | IQM [95% CI] | success rate | "
+          "minutes per run (mean / max) | updates |", "|---|---|---|---|---|---|---|---|---|"]
+NOTES = ("Score: the normalised score (minari.get_normalized_score x 100: 0 = the dataset's "
+         "ref_min_score, 100 = its ref_max_score) where the dataset stores reference scores, else "
+         "the undiscounted return. Final score: mean ± std over training seeds of each run's mean "
+         "score over its final checkpoint's test episodes. IQM [95% CI]: interquartile mean of "
+         "every (seed, episode) score, with a 95% stratified bootstrap interval resampling seeds "
+         "within each episode (stats.py); for the zero-action baseline and the dataset's own "
+         "episodes (one set of episodes each) the interval resamples episodes. Success rate: mean "
+         "over seeds, where the evaluation measures one (Pusher: object within 0.1 of the goal in "
+         "x-y at the episode's end). Minutes: wall clock per training run, two runs sharing the "
+         "machine.")
+
+
+def dataset_rows(dataset_id: str, sources: list[dict]) -> tuple[list[list[str]], bool]:
+    """One dataset's rows from several results files: measured runs (format 2), then rows
+    recorded from earlier tables ("recorded" files), then the baselines of the first file that
+    has them."""
+    rows, baselines, any_pooled = [], [], False
+    for results in sources:
+        data = results["datasets"].get(dataset_id)
+        if data is None:
+            continue
+        if results.get("format") == RECORDED:
+            rows += [[row["method"], row["seeds"], row["final"], row["iqm_ci"],
+                      row["success_rate"], row["minutes"], row["updates"]] for row in data["rows"]]
+            continue
         for method, runs in data["runs"].items():
             figures = run_figures(runs)
             any_pooled |= figures["pooled"]
             rows.append([label(method), *figures["row"]])
-        if data["zero_action"] is not None:
-            rows.append(["zero action (baseline)", *episodes_row(data["zero_action"])])
-        rows.append(["the dataset's own episodes", *episodes_row(data["dataset_episodes"])])
-        lines += [f"| {dataset_id} | {data['score']} | " + " | ".join(row) + " |" for row in rows]
-    lines += ["", "Score: the normalised score (minari.get_normalized_score x 100: 0 = the "
-              "dataset's ref_min_score, 100 = its ref_max_score) where the dataset stores "
-              "reference scores, else the undiscounted return. Final score: mean ± std over "
-              "training seeds of each run's mean score over its final checkpoint's test episodes. "
-              "IQM [95% CI]: interquartile mean of every (seed, episode) score, with a 95% "
-              "stratified bootstrap interval resampling seeds within each episode (stats.py); for "
-              "the zero-action baseline and the dataset's own episodes (one set of episodes each) "
-              "the interval resamples episodes. Success rate: mean over seeds, where the "
-              "evaluation measures one (Pusher: object within 0.1 of the goal in x-y at the "
-              "episode's end). Minutes: wall clock per training run, two runs sharing the "
-              "machine."]
+        if not baselines:
+            if data["zero_action"] is not None:
+                baselines.append(["zero action (baseline)", *episodes_row(data["zero_action"])])
+            baselines.append(["the dataset's own episodes",
+                              *episodes_row(data["dataset_episodes"])])
+    return rows + baselines, any_pooled
+
+
+def table(sources: list[dict]) -> tuple[list[str], bool]:
+    """The results table of one or several results files (rows of a dataset kept together)."""
+    lines, any_pooled = list(HEADER), False
+    order = [d for results in sources for d in results["datasets"]]
+    for dataset_id in dict.fromkeys(order):
+        score = next(r["datasets"][dataset_id]["score"] for r in sources
+                     if dataset_id in r["datasets"])
+        rows, pooled = dataset_rows(dataset_id, sources)
+        any_pooled |= pooled
+        lines += [f"| {dataset_id} | {score} | " + " | ".join(row) + " |" for row in rows]
     if any_pooled:
         lines += ["", "† seeds evaluated on different numbers of episodes: all scores pooled "
                   "into one stratum."]
+    return lines, any_pooled
+
+
+def render(results: dict, checks_too: bool = True) -> str:
+    """results.md: the table, what its columns mean, success against updates, the checks."""
+    lines, _ = table([results])
+    lines += ["", NOTES]
     lines += curves(results)
-    lines += ["", "Checks (issue #14):", "", *checks(results)]
+    if checks_too:
+        lines += ["", "Checks (MeanFlow-QL's final score at least MeanFlow BC's):", "",
+                  *checks(results)]
     return "\n".join(lines) + "\n"
+
+
+# --- headline and learning-curve tables, and the generated blocks of the docs --------------------
+
+def headline(sources: list[dict]) -> list[str]:
+    """One row per dataset: the final score (the success rate where the score is a return and
+    success is measured) of MeanFlow-QL's defaults, MeanFlow BC, the zero action and the data."""
+    lines = ["| dataset | figure | MeanFlow-QL | MeanFlow BC | zero action | the dataset's "
+             "episodes |", "|---|---|---|---|---|---|"]
+    order = [d for results in sources for d in results["datasets"]]
+    for dataset_id in dict.fromkeys(order):
+        rows, _ = dataset_rows(dataset_id, sources)
+        by_method = {row[0]: row for row in rows}
+        score = next(r["datasets"][dataset_id]["score"] for r in sources
+                     if dataset_id in r["datasets"])
+        success = score == RETURN and by_method[METHODS["meanflow_ql"]][4] != "—"
+        column, figure = (4, "success rate") if success else (2, score)
+        cells = [by_method[name][column].split(" ±")[0] if name in by_method else "—"
+                 for name in (METHODS["meanflow_ql"], METHODS["meanflow_bc"],
+                              "zero action (baseline)", "the dataset's own episodes")]
+        lines.append(f"| {dataset_id} | {figure} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def curve_table(curve: dict) -> list[str]:
+    """A learning-curve file as a table: one row per method and seed, one column per point."""
+    points = sorted({int(u) for m in curve["methods"] for s in m["seeds"].values() for u in s})
+    lines = ["| method | seed | " + " | ".join(f"{u // 1000}k" for u in points) + " |",
+             "|---|---|" + "---|" * len(points)]
+    for method in curve["methods"]:
+        for seed, values in method["seeds"].items():
+            cells = [f"{100 * values[str(u)]:.0f}%" if str(u) in values else "—" for u in points]
+            lines.append(f"| {method['label']} | {seed} | " + " | ".join(cells) + " |")
+    return lines
+
+
+BLOCK = re.compile(r"(<!-- generated: (?P<kind>table|headline|curve) (?P<files>[^>]+?) -->\n)"
+                   r"(?P<body>.*?)(<!-- end generated -->)", re.S)
+
+
+def fill_blocks(text: str, root: Path) -> str:
+    """The text with every generated block redrawn from the results files it names:
+
+        <!-- generated: table results/results.json [more files] -->
+        ...
+        <!-- end generated -->
+
+    kinds: table (the full table), headline (one row per dataset), curve (a learning curve)."""
+    def redraw(match: re.Match) -> str:
+        sources = [json.loads((root / name).read_text()) for name in match["files"].split()]
+        if match["kind"] == "curve":
+            lines = curve_table(sources[0])
+        elif match["kind"] == "headline":
+            lines = headline(sources)
+        else:
+            lines, _ = table(sources)
+        return match.group(1) + "\n".join(lines) + "\n" + match.group(5)
+    return BLOCK.sub(redraw, text)
+
+
+def fill_docs(root: Path) -> list[Path]:
+    """Redraw the generated blocks of README.md and docs/*.md in place; the files changed."""
+    changed = []
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = path.read_text()
+        if (new := fill_blocks(text, root)) != text:
+            path.write_text(new)
+            changed.append(path)
+    return changed
 
 
 def main(out: str = "results") -> int:
@@ -322,4 +426,8 @@ def main(out: str = "results") -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--docs"]:
+        ROOT = Path(__file__).resolve().parent.parent
+        print("\n".join(f"redrew {p.relative_to(ROOT)}" for p in fill_docs(ROOT)) or "up to date")
+        sys.exit(0)
     sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "results"))

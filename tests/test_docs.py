@@ -1,0 +1,198 @@
+"""Docs that cannot drift: every `python main.py ...` and `python eval_online.py ...` line in
+README.md and docs/ parses with the real argument parsers, every relative link resolves, and the
+generated tables are what scripts/results_table.py makes from results/**/results.json."""
+
+import argparse
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+import collect
+import eval_online
+import main
+from config import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SCRIPT = re.compile(r"\bpython3? (main\.py|eval_online\.py)\b")
+# Where a command line ends inside a shell line.
+SHELL_OPERATORS = {"&&", "||", ";", "|", ">", ">>", "2>&1", "<", "&"}
+# Placeholders: `<run>`, `<S>` or an upper-case metavariable (ID, N, PATH) standing for a value.
+WHOLE_PLACEHOLDER = re.compile(r"<[^<>]+>|[A-Z][A-Z_]*")
+INNER_PLACEHOLDER = re.compile(r"<([^<>]+)>")
+
+
+def doc_text(path: Path) -> str:
+    return path.read_text()
+
+
+def fenced_lines(text: str) -> list[str]:
+    """Shell lines of fenced code blocks (not python blocks), continuations (`\\`) joined."""
+    lines, joined, fence = [], "", None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = None if fence is not None else line[3:].strip()
+            continue
+        if fence is None or fence == "python":
+            continue
+        joined += line
+        if joined.endswith("\\"):
+            joined = joined[:-1] + " "
+            continue
+        lines.append(joined)
+        joined = ""
+    return lines
+
+
+def inline_spans(text: str) -> list[str]:
+    """Inline code spans outside fenced blocks; a span may break across lines in Markdown."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+
+
+def command_lines(text: str) -> list[str]:
+    """Every command line naming main.py or eval_online.py, plus `results.sh`'s EXTRA flags (they
+    go to `main.py train`)."""
+    found = []
+    for line in fenced_lines(text) + inline_spans(text):
+        found += [line[m.start():] for m in SCRIPT.finditer(line)]
+        found += [f"python main.py train {extra}" for extra in re.findall(r'EXTRA="([^"]*)"', line)]
+    return found
+
+
+def argv_of(line: str) -> tuple[str, list[str]]:
+    """The script and its arguments, up to a shell operator or comment, placeholders filled."""
+    tokens = shlex.split(line.replace("...", " "), comments=True)
+    script, args = tokens[1], []
+    for token in tokens[2:]:
+        if token in SHELL_OPERATORS or token.startswith((">", "2>")):
+            break
+        token = token.strip("[]")
+        if WHOLE_PLACEHOLDER.fullmatch(token):
+            token = "1"
+        args.append(INNER_PLACEHOLDER.sub(r"\1", token))
+    return script, [a for a in args if a]
+
+
+class ParseError(Exception):
+    pass
+
+
+def parse(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace:
+    """parse_args without exiting: an unknown flag or a bad value raises ParseError."""
+    def fail(message):
+        raise ParseError(message)
+    parser.error = fail
+    for action in parser._actions:                  # the subcommands' parsers too
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.error = fail
+    try:
+        return parser.parse_args(args)
+    except SystemExit as exit_:                     # --help
+        if exit_.code:
+            raise ParseError(f"exit {exit_.code}") from None
+        return argparse.Namespace(command=None)
+
+
+def check(line: str) -> None:
+    script, args = argv_of(line)
+    if "--help" in args or "-h" in args:
+        args = [a for a in args if a not in ("--help", "-h")]
+    if script == "eval_online.py":
+        parse(eval_online.build_parser(), args)
+    elif args[:1] == ["collect"]:
+        parse(collect.build_parser("main.py collect"), args[1:])
+    else:
+        namespace = parse(main.build_parser(), args)
+        typed = main.typed_settings(namespace)
+        if namespace.command == "train" and not (namespace.config or namespace.resume):
+            try:
+                TrainConfig(**typed)                # the settings' own validation
+            except ValueError as err:
+                raise ParseError(str(err)) from None
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    return [(path.relative_to(ROOT).as_posix(), line)
+            for path in DOCS for line in command_lines(doc_text(path))]
+
+
+def test_the_docs_hold_the_commands_this_test_checks():
+    commands = documented_commands()
+    pages = {page for page, _ in commands}
+    assert len(commands) > 40 and {"README.md", "docs/usage.md", "docs/results.md"} <= pages
+    lines = [line for _, line in commands]
+    assert any(line.startswith("python eval_online.py") for line in lines)
+    assert any("main.py collect" in line for line in lines)
+
+
+def test_every_documented_command_line_parses():
+    failures = []
+    for page, line in documented_commands():
+        try:
+            check(line)
+        except ParseError as err:
+            failures.append(f"{page}: {line!r}: {err}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("line", [
+    "python main.py train --no-such-flag 1",
+    "python main.py train --cql-alpha -1",
+    "python eval_online.py --checkpoint x.ckpt --episods 5",
+    "python main.py collect --dataset local/pusher/expert-v0 --episode 3",
+])
+def test_a_wrong_command_line_fails_the_check(line):
+    with pytest.raises(ParseError):
+        check(line)
+
+
+def test_continuations_comments_and_placeholders():
+    text = ("```bash\npython main.py train --dataset local/pusher/medium-v0 --epochs 100 \\\n"
+            "    --batch-size 4096   # a comment\n```\n"
+            "Resume with `python main.py train --resume\nruns/<run> --max-updates <N>`.\n")
+    lines = command_lines(text)
+    assert argv_of(lines[0]) == ("main.py", ["train", "--dataset", "local/pusher/medium-v0",
+                                             "--epochs", "100", "--batch-size", "4096"])
+    assert argv_of(lines[1]) == ("main.py", ["train", "--resume", "runs/run", "--max-updates",
+                                             "1"])
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_every_relative_link_resolves():
+    broken, count = [], 0
+    for path in DOCS:
+        for target in LINK.findall(doc_text(path)):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            count += 1
+            if not (path.parent / target.split("#")[0]).exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target}")
+    assert count > 10 and not broken, broken
+
+
+def test_generated_tables_are_current():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import results_table
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    stale = [str(path.relative_to(ROOT)) for path in DOCS
+             if results_table.fill_blocks(doc_text(path), ROOT) != doc_text(path)]
+    assert not stale, f"rerun `python scripts/results_table.py --docs`: {stale}"
+    blocks = sum(doc_text(path).count("<!-- generated:") for path in DOCS)
+    assert blocks >= 4
+
+
+def test_every_curve_file_has_its_figure():
+    curves = [p for p in ROOT.glob("results/**/results.json") if '"curve"' in p.read_text()[:200]]
+    assert curves
+    for path in curves:
+        figure = ROOT / "docs" / "figures" / f"{path.parent.name}.png"
+        assert figure.is_file() and figure.stat().st_mtime > 0, f"python scripts/figures.py: {figure}"
