@@ -206,8 +206,10 @@ def percent(values: list) -> str:
     return f"{100 * np.mean(values):.0f}%" if values else "—"
 
 
-def run_figures(runs: list[dict]) -> dict:
-    cell, pooled = iqm_ci([r["episode_scores"] for r in runs])
+def run_figures(runs: list[dict], intervals: bool = True) -> dict:
+    """A method's row over its runs; intervals=False leaves the IQM cell empty (50,000 bootstrap
+    replicates per cell are the slow part, and the headline shows no interval)."""
+    cell, pooled = iqm_ci([r["episode_scores"] for r in runs]) if intervals else ("", False)
     minutes = [r["wall_seconds"] / 60 for r in runs]
     updates = sorted({r["updates"] for r in runs})
     return {"final": float(np.mean([r["score"] for r in runs])), "pooled": pooled, "row": [
@@ -217,8 +219,8 @@ def run_figures(runs: list[dict]) -> dict:
         str(updates[0]) if len(updates) == 1 else f"{updates[0]}–{updates[-1]}"]}
 
 
-def episodes_row(figures: dict) -> list[str]:
-    cell, _ = iqm_ci([figures["episode_scores"]])
+def episodes_row(figures: dict, intervals: bool = True) -> list[str]:
+    cell, _ = iqm_ci([figures["episode_scores"]]) if intervals else ("", False)
     success = [figures["success_rate"]] if "success_rate" in figures else []
     return ["—", f"{figures['score']:.1f}", cell, percent(success), "—", "—"]
 
@@ -282,7 +284,8 @@ NOTES = ("Score: the normalised score (minari.get_normalized_score x 100: 0 = th
          "machine.")
 
 
-def dataset_rows(dataset_id: str, sources: list[dict]) -> tuple[list[list[str]], bool]:
+def dataset_rows(dataset_id: str, sources: list[dict],
+                 intervals: bool = True) -> tuple[list[list[str]], bool]:
     """One dataset's rows from several results files: measured runs (format 2), then rows
     recorded from earlier tables ("recorded" files), then the baselines of the first file that
     has them."""
@@ -296,14 +299,15 @@ def dataset_rows(dataset_id: str, sources: list[dict]) -> tuple[list[list[str]],
                       row["success_rate"], row["minutes"], row["updates"]] for row in data["rows"]]
             continue
         for method, runs in data["runs"].items():
-            figures = run_figures(runs)
+            figures = run_figures(runs, intervals)
             any_pooled |= figures["pooled"]
             rows.append([label(method), *figures["row"]])
         if not baselines:
             if data["zero_action"] is not None:
-                baselines.append(["zero action (baseline)", *episodes_row(data["zero_action"])])
+                baselines.append(["zero action (baseline)",
+                                  *episodes_row(data["zero_action"], intervals)])
             baselines.append(["the dataset's own episodes",
-                              *episodes_row(data["dataset_episodes"])])
+                              *episodes_row(data["dataset_episodes"], intervals)])
     return rows + baselines, any_pooled
 
 
@@ -343,7 +347,7 @@ def headline(sources: list[dict]) -> list[str]:
              "episodes |", "|---|---|---|---|---|---|"]
     order = [d for results in sources for d in results["datasets"]]
     for dataset_id in dict.fromkeys(order):
-        rows, _ = dataset_rows(dataset_id, sources)
+        rows, _ = dataset_rows(dataset_id, sources, intervals=False)
         by_method = {row[0]: row for row in rows}
         score = next(r["datasets"][dataset_id]["score"] for r in sources
                      if dataset_id in r["datasets"])

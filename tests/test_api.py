@@ -1,4 +1,4 @@
-"""The README's "Python API" block, run as written against a checkpoint trained here."""
+"""docs/usage.md's "Python API" block, run as written against a checkpoint trained here."""
 
 import os
 import re
@@ -12,11 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = '"runs/<run>/checkpoints/last.ckpt"'
 
 
-def readme_api_block() -> str:
-    """The fenced python block right under the README's "## Python API" heading."""
-    readme = (ROOT / "README.md").read_text()
-    match = re.search(r"^## Python API\n+```python\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
-    assert match, "README.md has no ```python block under ## Python API"
+def usage_api_block() -> str:
+    """The fenced python block right under docs/usage.md's "## Python API" heading."""
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    match = re.search(r"^## Python API\n+```python\n(.*?)^```", usage, re.MULTILINE | re.DOTALL)
+    assert match, "docs/usage.md has no ```python block under ## Python API"
     return match.group(1)
 
 
@@ -34,13 +34,13 @@ def checkpoint(tmp_path_factory):
     return next((base / "runs").glob("*/checkpoints/last.ckpt")), env
 
 
-def test_readme_python_api_runs(checkpoint, monkeypatch, capsys):
+def test_usage_python_api_runs(checkpoint, monkeypatch, capsys):
     path, env = checkpoint
     monkeypatch.setenv("MINARI_DATASETS_PATH", env["MINARI_DATASETS_PATH"])
-    block = readme_api_block()
+    block = usage_api_block()
     assert block.count(PLACEHOLDER) == 1 and len(block.splitlines()) <= 12
     namespace = {}
-    exec(compile(block.replace(PLACEHOLDER, repr(str(path))), "README.md", "exec"), namespace)
+    exec(compile(block.replace(PLACEHOLDER, repr(str(path))), "docs/usage.md", "exec"), namespace)
     summary, policy = namespace["summary"], namespace["policy"]
     assert summary["episodes"] == 5 and len(summary["returns"]) == 5
     assert -200 < summary["return_mean"] < 0 and summary["checkpoint"] == str(path)

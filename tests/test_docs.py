@@ -71,6 +71,8 @@ def argv_of(line: str) -> tuple[str, list[str]]:
         if token in SHELL_OPERATORS or token.startswith((">", "2>")):
             break
         token = token.strip("[]")
+        if re.fullmatch(r"<[^<>]*flags>", token):      # `<flags>`: any flags, none here
+            continue
         if WHOLE_PLACEHOLDER.fullmatch(token):
             token = "1"
         args.append(INNER_PLACEHOLDER.sub(r"\1", token))
@@ -82,14 +84,15 @@ class ParseError(Exception):
 
 
 def parse(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace:
-    """parse_args without exiting: an unknown flag or a bad value raises ParseError."""
+    """parse_args without exiting: an unknown flag or a bad value raises ParseError. The docs
+    spell every flag in full: an abbreviation, which argparse would accept, fails too."""
     def fail(message):
         raise ParseError(message)
-    parser.error = fail
-    for action in parser._actions:                  # the subcommands' parsers too
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                sub.error = fail
+    parsers = [parser] + [sub for action in parser._actions     # the subcommands' parsers too
+                          if isinstance(action, argparse._SubParsersAction)
+                          for sub in action.choices.values()]
+    for each in parsers:
+        each.error, each.allow_abbrev = fail, False
     try:
         return parser.parse_args(args)
     except SystemExit as exit_:                     # --help
@@ -154,7 +157,7 @@ def test_a_wrong_command_line_fails_the_check(line):
 def test_continuations_comments_and_placeholders():
     text = ("```bash\npython main.py train --dataset local/pusher/medium-v0 --epochs 100 \\\n"
             "    --batch-size 4096   # a comment\n```\n"
-            "Resume with `python main.py train --resume\nruns/<run> --max-updates <N>`.\n")
+            "Resume with `python main.py train --resume\nruns/<run> --max-updates <N> <flags>`.\n")
     lines = command_lines(text)
     assert argv_of(lines[0]) == ("main.py", ["train", "--dataset", "local/pusher/medium-v0",
                                              "--epochs", "100", "--batch-size", "4096"])
