@@ -1,6 +1,17 @@
-"""Collect the runs of scripts/results.sh into one Markdown table and a JSON file.
+"""Collect the runs of scripts/results.sh into one Markdown table and a JSON file, and redraw
+the tables of README.md and docs/ from the results files.
 
     python scripts/results_table.py [OUT]          # OUT defaults to results
+    python scripts/results_table.py --docs         # redraw the docs' generated blocks
+
+--docs rewrites every block between `<!-- generated: KIND FILE... -->` and
+`<!-- end generated -->` in README.md and docs/*.md from the results files it names (paths from
+the repository's root): `table` (the full table; several files merge per dataset), `headline`
+(one row per dataset: final score or success rate of each method) or `curve` (a learning curve).
+Besides the results.json this script writes ("format": 2), two kinds of results file are read:
+"recorded" (rows copied from an earlier table whose run files were not kept, with their
+commands) and "curve" (success rate per method, seed and update count; scripts/figures.py draws
+them).
 
 Reads what scripts/results.sh writes under OUT:
 
