@@ -169,15 +169,28 @@ def test_continuations_comments_and_placeholders():
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces
+    as hyphens."""
+    text = re.sub(r"^```.*?^```", "", doc_text(path), flags=re.M | re.S)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
 def test_every_relative_link_resolves():
+    """Every relative link names a file that exists, and its #anchor a heading there."""
     broken, count = [], 0
     for path in DOCS:
         for target in LINK.findall(doc_text(path)):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            if re.match(r"[a-z]+:", target):
                 continue
             count += 1
-            if not (path.parent / target.split("#")[0]).exists():
+            name, _, anchor = target.partition("#")
+            linked = (path.parent / name) if name else path
+            if not linked.exists():
                 broken.append(f"{path.relative_to(ROOT)}: {target}")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+                broken.append(f"{path.relative_to(ROOT)}: {target} (no such heading)")
     assert count > 10 and not broken, broken
 
 
