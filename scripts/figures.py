@@ -39,12 +39,17 @@ def mean_line(seeds: dict) -> tuple[list[int], list[float]]:
 
 def draw(curve: dict, path: Path) -> None:
     """One figure: success rate (%) against updates, a line per method."""
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    many = len(curve["methods"]) > 6         # the legend then goes below the axes
+    fig, ax = plt.subplots(figsize=(9, 8) if many else (7, 4), dpi=120)
+    if many:
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for i, method in enumerate(curve["methods"]):
-        colour = f"C{i}"
+        colour = plt.get_cmap("tab20")(i % 20) if many else f"C{i}"
         x, y = mean_line(method["seeds"])
         seeds = len(method["seeds"])
         name = f"{method['label'].replace('`', '')} ({seeds} seed{'s' if seeds > 1 else ''})"
+        if many:
+            name = method["label"].replace("`", "")
         if method.get("reference"):
             ax.plot(x, y, "x", color="black", markersize=9, mew=2, label=name)
             continue
@@ -57,7 +62,10 @@ def draw(curve: dict, path: Path) -> None:
     ax.set_ylim(-3, 103)
     ax.set_title(curve["title"], fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if many:
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
+    else:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     # No timestamp in the PNG's metadata, so an unchanged curve redraws to the same file.

@@ -372,14 +372,20 @@ def headline(sources: list[dict]) -> list[str]:
 
 
 def curve_table(curve: dict) -> list[str]:
-    """A learning-curve file as a table: one row per method and seed, one column per point."""
+    """A learning-curve file as a table: one row per method and seed (no seed column when every
+    method has one seed), one column per point, and the methods' notes where they have them."""
     points = sorted({int(u) for m in curve["methods"] for s in m["seeds"].values() for u in s})
-    lines = ["| method | seed | " + " | ".join(f"{u // 1000}k" for u in points) + " |",
-             "|---|---|" + "---|" * len(points)]
+    seeded = any(len(m["seeds"]) > 1 for m in curve["methods"])
+    notes = any("note" in m for m in curve["methods"])
+    header = [curve.get("method_header", "method")] + (["seed"] if seeded else []) + [f"{u / 1000:g}k" for u in points] + (
+        [curve.get("note_header", "notes")] if notes else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in curve["methods"]:
         for seed, values in method["seeds"].items():
-            cells = [f"{100 * values[str(u)]:.0f}%" if str(u) in values else "—" for u in points]
-            lines.append(f"| {method['label']} | {seed} | " + " | ".join(cells) + " |")
+            cells = [method["label"]] + ([seed] if seeded else []) + [
+                f"{100 * values[str(u)]:.0f}%" if str(u) in values else "—" for u in points] + (
+                [method.get("note", "")] if notes else [])
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
