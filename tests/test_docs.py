@@ -1,6 +1,8 @@
 """Docs that cannot drift: every `python main.py ...` and `python eval_online.py ...` line in
-README.md and docs/ parses with the real argument parsers, every relative link resolves, and the
-generated tables are what scripts/results_table.py makes from results/**/results.json."""
+README.md and docs/ (fenced blocks, inline code, results.sh's EXTRA flags) parses with the real
+argument parsers, every relative link resolves (its #anchor too), the generated tables are what
+scripts/results_table.py makes from results/**/results.json, the figures what scripts/figures.py
+draws, and docs/usage.md's flag groups name every training flag."""
 
 import argparse
 import json
