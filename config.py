@@ -181,6 +181,14 @@ class TrainConfig:
     """Lightning precision: 32-true, 16-mixed or bf16-mixed."""
     accelerator: str = "auto"
     """Lightning accelerator: cpu, gpu, auto."""
+    compile: str = "auto"
+    """Run each update's critic and actor losses (and their backward passes) through
+    torch.compile: `on`, `off`, or `auto` = on for a CUDA GPU, where it fuses the small
+    networks' hundreds of kernel launches into a few and replays them as CUDA graphs, and off
+    on a CPU, where the compiled update measured no faster than the eager one
+    (docs/gpu.md) and compiling takes a minute or more before the first update. A compiled run
+    draws the same random numbers as an eager one, so it trains to the same losses (within
+    float rounding), and its checkpoints are the same as an eager run's."""
     devices: str = "auto"
     """Lightning devices: a count, a list like 0,1, or auto."""
     strategy: str = "auto"
@@ -266,6 +274,9 @@ class TrainConfig:
                             "is measured between the teacher's own chunks")
         if self.target_aggregate not in ("min", "mean"):
             problems.append(f"target_aggregate must be min or mean (got {self.target_aggregate!r})")
+        if self.compile not in COMPILE_CHOICES:
+            problems.append(f"compile must be one of {', '.join(COMPILE_CHOICES)} "
+                            f"(got {self.compile!r})")
         if self.mixed_precision not in PRECISIONS:
             problems.append(f"mixed_precision must be one of {', '.join(PRECISIONS)} "
                             f"(got {self.mixed_precision!r})")
@@ -318,6 +329,7 @@ class TrainConfig:
 SAVED_BEFORE = {"cql_calibrated": False}
 
 LOGGERS = ("tensorboard", "csv", "wandb")
+COMPILE_CHOICES = ("auto", "on", "off")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true", "16-true", "bf16-true")
 
 # The seed's flag names, kept working beside the generated `--kebab-case` ones.

@@ -80,7 +80,7 @@ def quiet_lightning() -> None:
 RESUMABLE = ("num_epochs", "max_updates", "patience", "devices", "accelerator", "strategy",
              "num_workers", "mixed_precision", "output_dir", "val_every_n_epochs", "eval_every",
              "val_every_updates", "num_nodes",
-             "eval_episodes", "logger", "progress_every")
+             "eval_episodes", "logger", "progress_every", "compile")
 
 
 def resume_point(path: str) -> tuple[Path, Path]:

@@ -139,6 +139,7 @@ def adam(parameters, lr: float, fused: bool = True) -> torch.optim.Adam:
 
 # --- losses: pure functions returning (loss, info) ---------------------------------------------
 
+@torch.compiler.disable
 def sample_times(batch_size: int, cfg: TrainConfig, device, generator=None):
     """(r, t, distinct): t >= r, both logit-normal, and r = t in all rows but the first
     `distinct`, a fraction ratio_r_neq_t of the batch (rounded at random, so exact on average).
@@ -148,6 +149,10 @@ def sample_times(batch_size: int, cfg: TrainConfig, device, generator=None):
     Rows with r = t are plain flow matching: their target v - (t - r) du/dt needs no du/dt.
     Putting the others first lets the loss compute du/dt for a leading slice of the batch
     only; batches arrive shuffled, so which samples get r < t is still random.
+
+    Always run eagerly, also inside a compiled update (`compiled_losses`): the rounding draw
+    becomes a Python number, and a compiled graph around it would be specialised on each draw
+    and recompiled at every update; the rest of the loss compiles around this call.
     """
     normal = torch.randn(2, batch_size, generator=generator)
     times = torch.sigmoid(cfg.time_mean + cfg.time_std * normal)
@@ -354,6 +359,43 @@ def masked_mse(chunk: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -
     return (error * step_mask).sum() / (step_mask.sum() * actions.shape[-1]).clamp_min(1)
 
 
+# --- the compiled update ---------------------------------------------------------------------
+
+def uses_compile(setting: str, device: torch.device) -> bool:
+    """Whether the `compile` setting (auto, on, off) compiles the update on this device: auto
+    means on for CUDA only (see TrainConfig.compile for why not on a CPU)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def compiled_losses(device_type: str) -> tuple:
+    """(compute_critic_loss, compute_actor_loss) run through `torch.compile`, for a device type
+    ("cuda", "cpu"); same arguments and results as the eager functions.
+
+    The pure loss functions are compiled, not the LightningModule: Lightning's manual
+    optimisation, gradient clipping, the optimizer steps and the Polyak updates stay eager
+    around them, and the modules keep their own state-dict keys (a compiled module would save
+    its weights under `_orig_mod.`), so checkpoints of compiled and eager runs interchange.
+    Each loss's backward pass is compiled with it (AOTAutograd).
+
+    - CUDA: CUDA graphs (`triton.cudagraphs`, what mode="reduce-overhead" sets): each compiled
+      piece replays as one graph launch instead of hundreds of kernel launches.
+    - CPU: Inductor's default C++ code generation (CUDA graphs do not apply).
+    - `fallback_random`: the compiled code draws its random numbers with the eager
+      operators, from the same generator in the same order, so a seeded compiled run trains
+      like an eager one. Inductor's own generator would be faster on a GPU but would draw
+      other numbers.
+    - `dynamic=False`: batches have one shape (the last, smaller batch of an epoch is
+      dropped), and the only integer the graphs depend on, `sample_times`'s count of r < t
+      rows, takes at most two values; each gets its own graph.
+    - `sample_times` runs eagerly between the pieces (see there).
+    """
+    options = {"fallback_random": True}
+    if device_type == "cuda":
+        options["triton.cudagraphs"] = True
+    return tuple(torch.compile(fn, options=options, dynamic=False)
+                 for fn in (compute_critic_loss, compute_actor_loss))
+
+
 # --- the LightningModule ---------------------------------------------------------------------
 
 class MeanFlowQL(L.LightningModule):
@@ -391,6 +433,9 @@ class MeanFlowQL(L.LightningModule):
         self.register_buffer("reward_scale", torch.ones((), dtype=torch.float64))
         # Lightning's global_step counts both optimizers' steps; this counts updates.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        # The loss functions the update calls: these, or compiled ones (on_fit_start).
+        self.losses = (compute_critic_loss, compute_actor_loss)
+        self.compiled = False
 
     @classmethod
     def from_data(cls, cfg: TrainConfig, data) -> "MeanFlowQL":
@@ -425,7 +470,19 @@ class MeanFlowQL(L.LightningModule):
         fused = precision not in ("16-mixed", "bf16-mixed")
         return [adam(self.actor.parameters(), lr, fused), adam(self.critic.parameters(), lr, fused)]
 
+    def on_fit_start(self) -> None:
+        self.compiled = uses_compile(self.cfg.compile, self.device)
+        self.losses = compiled_losses(self.device.type) if self.compiled \
+            else (compute_critic_loss, compute_actor_loss)
+        if self.compiled and self.trainer.is_global_zero:
+            print(f"Compiling the update with torch.compile (--compile {self.cfg.compile}, "
+                  f"{self.device.type}): the first updates wait for it.", flush=True)
+
     def training_step(self, batch: dict, batch_idx: int):
+        if self.compiled and self.device.type == "cuda":
+            # A new step for the CUDA graphs: the last update's graph outputs may be reused.
+            torch.compiler.cudagraph_mark_step_begin()
+        critic_loss_fn, actor_loss_fn = self.losses
         actor_opt, critic_opt = self.optimizers()
         bounds = self.chunk_bounds()
         learning_rate = self.learning_rate_now()
@@ -436,8 +493,8 @@ class MeanFlowQL(L.LightningModule):
 
         info = {}
         if self.trains_critic:
-            critic_loss, info = compute_critic_loss(self.critic, self.target_critic,
-                                                    self.actor, batch, self.cfg, *bounds)
+            critic_loss, info = critic_loss_fn(self.critic, self.target_critic, self.actor,
+                                               batch, self.cfg, *bounds)
             self._step(critic_opt, critic_loss, "critic")
             self._polyak_update(self.target_critic, self.critic)
             info["loss/critic"] = critic_loss.detach()
@@ -447,9 +504,9 @@ class MeanFlowQL(L.LightningModule):
         # critic's weights and, under DDP, their all-reduce.
         self.critic.requires_grad_(False)
         try:
-            actor_loss, actor_info = compute_actor_loss(self.actor, self.critic, batch, self.cfg,
-                                                        *bounds[:2], self.target_actor,
-                                                        self.support_log_weight.exp())
+            actor_loss, actor_info = actor_loss_fn(self.actor, self.critic, batch, self.cfg,
+                                                   *bounds[:2], self.target_actor,
+                                                   self.support_log_weight.exp())
             self._step(actor_opt, actor_loss, "actor")
             if self.cfg.support_samples > 0:
                 support_dual_step(self.support_log_weight, actor_info["support/distance"],
@@ -534,8 +591,9 @@ class MeanFlowQL(L.LightningModule):
 
     @torch.no_grad()
     def _polyak_update(self, target_net: nn.Module, source_net: nn.Module) -> None:
-        for target, source in zip(target_net.parameters(), source_net.parameters()):
-            target.lerp_(source, self.cfg.tau)
+        # One multi-tensor kernel on a GPU where a loop over the parameters launches one each.
+        torch._foreach_lerp_(list(target_net.parameters()), list(source_net.parameters()),
+                             self.cfg.tau)
 
     def validation_step(self, batch: dict, batch_idx: int):
         # Fixed noise per batch, so validation losses compare across epochs.
