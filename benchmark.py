@@ -1,11 +1,15 @@
 """Speed and memory figures against this machine's own limit; prints a table, saves JSON.
 
-    python benchmark.py [--dataset ID] [--out benchmark.json] [--quick]
+    python benchmark.py [--dataset ID] [--out benchmark.json] [--quick] [--device auto|cpu|cuda]
+
+Sections 1-3 and 6 run on --device (auto: a CUDA GPU where there is one); acting and evaluation
+(5, 8) on the CPU, where the policy acts.
 
 1. matmul limit     float32 GFLOP/s of a large matmul, before and after (2), the higher kept
 2. training         updates/s and samples/s of the full update (critic + actor) at batch
                     256 / 1024 / 4096, achieved GFLOP/s as a fraction of (1); at 256, the
-                    update with the critic frozen during the actor's loss against without
+                    update with the critic frozen during the actor's loss against without;
+                    at 256 and 4096, the compiled update (--compile on) against the eager one
 3. JVP cost         the actor's MeanFlow step / a flow-matching step on the same network
 4. data             batches/s the DataModule delivers at batch 4096 / batches/s training uses
 5. acting           act() latency at batch 1 / one raw forward; chunks/s at batch 256
@@ -47,14 +51,30 @@ TARGETS = {
 }
 
 
+# Where sections 1-3 and 6 run (--device).
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously), so a clock reads it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def on_device(batch: dict) -> dict:
+    return {key: value.to(DEVICE) for key, value in batch.items()}
+
+
 def timed(fn, repeats: int, warmup: int = 2) -> float:
     """Median seconds per call over `repeats` calls, after `warmup` calls."""
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -66,7 +86,7 @@ def flops_of(fn) -> int:
 
 
 def matmul_limit(size: int = 2048) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, device=DEVICE), torch.randn(size, size, device=DEVICE)
     seconds = min(timed(lambda: a @ b, 5) for _ in range(3))
     return 2 * size**3 / seconds / 1e9
 
@@ -74,17 +94,23 @@ def matmul_limit(size: int = 2048) -> float:
 # --- the update functions, outside Lightning ---------------------------------------------------
 
 class BareUpdate:
-    """The module's critic and actor steps without the Trainer (same loss functions)."""
+    """The module's critic and actor steps without the Trainer (same loss functions; with
+    `compiled`, the ones `--compile on` runs)."""
 
-    def __init__(self, model, cfg: TrainConfig, freeze_critic: bool = True):
-        from meanflow_ql import compute_actor_loss, compute_critic_loss
+    def __init__(self, model, cfg: TrainConfig, freeze_critic: bool = True,
+                 compiled: bool = False):
+        from meanflow_ql import compiled_losses, compute_actor_loss, compute_critic_loss
         self.model, self.cfg, self.freeze_critic = model, cfg, freeze_critic
         self.actor_opt, self.critic_opt = model.configure_optimizers()
         self.bounds = model.chunk_bounds()
-        self.critic_loss, self.actor_loss = compute_critic_loss, compute_actor_loss
+        self.critic_loss, self.actor_loss = compiled_losses(DEVICE.type) if compiled \
+            else (compute_critic_loss, compute_actor_loss)
+        self.cuda_graphs = compiled and DEVICE.type == "cuda"
 
     def __call__(self, batch: dict) -> None:
         m, cfg = self.model, self.cfg
+        if self.cuda_graphs:                                  # as MeanFlowQL.training_step
+            torch.compiler.cudagraph_mark_step_begin()
         loss, _ = self.critic_loss(m.critic, m.target_critic, m.actor, batch, cfg, *self.bounds)
         self._step(self.critic_opt, loss, m.critic)
         m._polyak_update(m.target_critic, m.critic)
@@ -106,7 +132,7 @@ def build(cfg: TrainConfig, dataset):
     from meanflow_ql import MeanFlowQL
 
     data = MinariDataModule(cfg, dataset)
-    return data, MeanFlowQL.from_data(cfg, data)
+    return data, MeanFlowQL.from_data(cfg, data).to(DEVICE)
 
 
 def bench_training(dataset, batch_sizes, repeats) -> dict:
@@ -115,7 +141,7 @@ def bench_training(dataset, batch_sizes, repeats) -> dict:
         cfg = TrainConfig(batch_size=batch_size)
         data, model = build(cfg, dataset)
         update = BareUpdate(model, cfg)
-        batch = next(iter(data.train_dataloader()))
+        batch = on_device(next(iter(data.train_dataloader())))
         seconds = timed(lambda: update(batch), repeats)
         gflop = flops_of(lambda: update(batch)) / 1e9
         rows[batch_size] = {"updates_per_s": 1 / seconds, "samples_per_s": batch_size / seconds,
@@ -128,12 +154,36 @@ def bench_frozen_critic(dataset, batch_size: int, repeats: int) -> dict:
     against the same update back-propagating into the critic, timed in turns."""
     cfg = TrainConfig(batch_size=batch_size)
     data, model = build(cfg, dataset)
-    batch = next(iter(data.train_dataloader()))
+    batch = on_device(next(iter(data.train_dataloader())))
     frozen, unfrozen = BareUpdate(model, cfg, True), BareUpdate(model, cfg, False)
     ms = interleaved_ms({"frozen": lambda: frozen(batch), "unfrozen": lambda: unfrozen(batch)},
                         repeats)
     return {"update_ms_frozen_critic": ms["frozen"], "update_ms_unfrozen_critic": ms["unfrozen"],
             "frozen_critic_saving": 1 - ms["frozen"] / ms["unfrozen"]}
+
+
+def bench_compiled(dataset, batch_sizes, repeats: int) -> dict:
+    """The full update with its losses compiled (`--compile on`: `compiled_losses`) against the
+    eager update, timed in turns on two copies of the same model; and the seconds the first
+    compiled update took, which is mostly compiling."""
+    rows = {}
+    for batch_size in batch_sizes:
+        cfg = TrainConfig(batch_size=batch_size)
+        data, model = build(cfg, dataset)
+        _, twin = build(cfg, dataset)
+        batch = on_device(next(iter(data.train_dataloader())))
+        eager, compiled = BareUpdate(model, cfg), BareUpdate(twin, cfg, compiled=True)
+        start = time.perf_counter()
+        compiled(batch)
+        sync()
+        first_s = time.perf_counter() - start
+        ms = interleaved_ms({"eager": lambda: eager(batch), "compiled": lambda: compiled(batch)},
+                            repeats)
+        rows[batch_size] = {"eager_updates_per_s": 1e3 / ms["eager"],
+                            "compiled_updates_per_s": 1e3 / ms["compiled"],
+                            "speedup": ms["eager"] / ms["compiled"],
+                            "first_compiled_update_s": first_s}
+    return rows
 
 
 def interleaved_ms(steps: dict, repeats: int) -> dict:
@@ -155,7 +205,7 @@ def bench_jvp(dataset, batch_size, repeats) -> dict:
     data, model = build(cfg, dataset)
     actor = model.actor
     optimizer = adam(actor.parameters(), cfg.learning_rate)          # as the trainer's
-    batch = next(iter(data.train_dataloader()))
+    batch = on_device(next(iter(data.train_dataloader())))
     obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
 
     def meanflow_step():
@@ -167,7 +217,7 @@ def bench_jvp(dataset, batch_size, repeats) -> dict:
     def flow_matching_step():
         x = flat(actions)
         noise = torch.randn_like(x)
-        t = torch.rand(len(x))
+        t = torch.rand(len(x), device=x.device)
         z = (1 - t[:, None]) * x + t[:, None] * noise
         loss = ((actor(z, t, t, obs) - (noise - x)) ** 2).sum(1).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -245,7 +295,8 @@ def bench_lightning(dataset, updates: int, rounds: int = 2) -> dict:
         _, model = build(cfg, dataset)
         trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False,
-                            limit_val_batches=0, accelerator="cpu", devices=1)
+                            limit_val_batches=0, devices=1,
+                            accelerator="gpu" if DEVICE.type == "cuda" else "cpu")
         start = time.perf_counter()
         trainer.fit(model, datamodule=data)
         inside.append(int(model.num_updates) / (time.perf_counter() - start))
@@ -260,7 +311,8 @@ def bench_lightning(dataset, updates: int, rounds: int = 2) -> dict:
             except StopIteration:
                 loader = iter(data.train_dataloader())
                 batch = next(loader)
-            update(batch)
+            update(on_device(batch))
+        sync()
         bare.append(updates / (time.perf_counter() - start))
     return {"lightning_updates_per_s": max(inside), "bare_updates_per_s": max(bare),
             "lightning_overhead": 1 - max(inside) / max(bare)}
@@ -417,16 +469,25 @@ def main() -> int:
     parser.add_argument("--dataset", default=DEFAULT_DATASET)
     parser.add_argument("--out", default="benchmark.json")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (rougher figures)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where sections 1-3 and 6 run (auto: cuda where available)")
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
+    global DEVICE
+    DEVICE = torch.device("cuda" if args.device == "cuda" or (
+        args.device == "auto" and torch.cuda.is_available()) else "cpu")
 
     import collect
     from dataset import load_dataset
     dataset = load_dataset(args.dataset, build=collect.build_for_training)
     results = {"machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
                            "processor": platform.processor() or platform.machine(),
-                           "torch": torch.__version__, "device": "cpu"},
+                           "torch": torch.__version__, "device": str(DEVICE),
+                           "gpu": torch.cuda.get_device_name() if DEVICE.type == "cuda"
+                           else None},
                "dataset": args.dataset}
+    print(f"Device of sections 1-3 and 6: {DEVICE}"
+          + (f" ({results['machine']['gpu']})" if DEVICE.type == "cuda" else ""), flush=True)
     # The limit is measured before and after the training rows and the higher figure kept:
     # a passing slowdown of the machine during one measurement would flatter the fractions.
     before = matmul_limit()
@@ -453,6 +514,15 @@ def main() -> int:
           f"{frozen['update_ms_frozen_critic']:.1f} ms per update against "
           f"{frozen['update_ms_unfrozen_critic']:.1f} ms back-propagating into the critic "
           f"({100 * frozen['frozen_critic_saving']:.1f}% less time)", flush=True)
+
+    compiled = bench_compiled(dataset, (256, 4096), repeats)
+    results["compiled"] = compiled
+    for batch_size, row in compiled.items():
+        print(f"   batch {batch_size:5d}, compiled update (--compile on): "
+              f"{row['compiled_updates_per_s']:.1f} updates/s against "
+              f"{row['eager_updates_per_s']:.1f} eager, {row['speedup']:.2f}x; the first "
+              f"compiled update took {row['first_compiled_update_s']:.0f} s (compiling)",
+              flush=True)
 
     jvp_cost = bench_jvp(dataset, 4096, repeats)           # with the JAX steps of section 7
     results["jvp"] = jvp_cost
