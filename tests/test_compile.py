@@ -76,25 +76,30 @@ def test_a_compiled_run_trains_to_the_eager_losses(pusher):
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
-def train_and_resume(pusher, tmp_path, compile_setting: str):
-    """Train 30 updates and resume to 60 through the CLI; returns last.ckpt."""
-    out = tmp_path / compile_setting
-    code, stdout, err = run([MAIN, "train", "--compile", compile_setting, "--max-updates", "30",
+def train_and_resume(pusher, tmp_path, first: str, then: str):
+    """Train 30 updates with `--compile first` and resume to 60 with `--compile then` through
+    the CLI; returns last.ckpt."""
+    out = tmp_path / first
+    code, stdout, err = run([MAIN, "train", "--compile", first, "--max-updates", "30",
                              "--patience", "0", "--output-dir", str(out), *SMALL],
                             pusher["env"], pusher["cwd"])
     assert code == 0, err
-    assert ("Compiling the update" in stdout) == (compile_setting == "on")
+    assert ("Compiling the update" in stdout) == (first == "on")
     run_dir = next(out.iterdir())
     code, stdout, err = run([MAIN, "train", "--resume", str(run_dir), "--max-updates", "60",
-                             "--compile", compile_setting, "--skip-online-eval"],
+                             "--compile", then, "--skip-online-eval"],
                             pusher["env"], pusher["cwd"])
     assert code == 0, err
+    assert ("Compiling the update" in stdout) == (then == "on")
     assert updates_in(stdout) == 60
     return run_dir / "checkpoints" / "last.ckpt"
 
 
 def test_a_compiled_run_checkpoints_resumes_and_tests_as_an_eager_one(pusher, tmp_path):
-    eager, compiled = (train_and_resume(pusher, tmp_path, setting) for setting in ("off", "on"))
+    # The eager run resumes with another --compile value (auto, eager on a CPU): a running
+    # setting, which resume accepts.
+    eager = train_and_resume(pusher, tmp_path, "off", "auto")
+    compiled = train_and_resume(pusher, tmp_path, "on", "on")
     eager_state, compiled_state = (torch.load(path, map_location="cpu", weights_only=True)
                                    ["state_dict"] for path in (eager, compiled))
     assert list(compiled_state) == list(eager_state)

@@ -182,7 +182,8 @@ def test_every_resumable_setting_has_a_test():
     tested = {"patience", "max_updates", "num_epochs", "output_dir", "val_every_n_epochs",
               "eval_every", "eval_episodes", "mixed_precision", "devices", "strategy",
               "accelerator", "num_nodes", "num_workers", "val_every_updates", "logger",
-              "progress_every"}
+              "progress_every",
+              "compile"}                     # tests/test_compile.py
     assert set(main.RESUMABLE) == tested
 
 
