@@ -99,9 +99,10 @@ step() {
     echo "[gpu_check] $name: exit $(cut -d' ' -f1 "$LOGS/$name.status"), $(($(date +%s) - begin)) s"
 }
 
-$PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__,
-      'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available()
-      else 'no GPU')" > "$LOGS/versions.log" 2>&1
+$PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning',
+      lightning.__version__, 'cuda', torch.version.cuda,
+      torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" \
+    > "$LOGS/versions.log" 2>&1
 cat "$LOGS/versions.log"
 
 # 1. The seed's command line, short, then `test` on the checkpoint it names.
@@ -205,7 +206,8 @@ if code == 0:
     ckpt = re.search(r"Saved (\S+\.test\.json)", log("test"))
     if ckpt:
         offline = json.loads(Path(ckpt.group(1)).read_text())
-        figures = f"action MSE {offline['action_mse']:.4g} (normalised {offline['action_mse_normalized']:.4g})"
+        figures = (f"action MSE {offline['action_mse']:.4g} "
+                   f"(normalised {offline['action_mse_normalized']:.4g})")
         online_path = Path(ckpt.group(1).replace(".test.json", ".online.json"))
         if online_path.exists():
             online = json.loads(online_path.read_text())
@@ -217,7 +219,8 @@ for p in precisions.split():
     text = log(f"precision_{p}")
     updates, losses, _ = last_progress(text)
     error = re.search(r"^error: .*", text, re.M)
-    finite = all(math.isfinite(v) for v in losses.values()) and not (error and "loss became" in error.group(0))
+    finite = all(math.isfinite(v) for v in losses.values()) \
+        and not (error and "loss became" in error.group(0))
     verdict = word if (code != 0 or finite) else word + ", NON-FINITE LOSS"
     rows.append(f"| precision {p}, {prec_updates} updates | {verdict} | {updates} updates, "
                 f"{losses_text(losses)}{'; ' + error.group(0) if error else ''} |")
