@@ -387,6 +387,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Episodes are staged in memory and written in one rename at the end (write_dataset):
+        # nothing half-built is left, and a dataset already on disk is untouched.
+        kept = (f"; the dataset already at {get_dataset_path(args.dataset)} is intact"
+                if args.dataset and _on_disk(args.dataset) else "")
+        print(f"\nInterrupted by SIGINT while building {args.dataset}: nothing was written{kept}. "
+              f"Build it again: python main.py collect --dataset {args.dataset}", flush=True)
+        return 130
     return 0
 
 

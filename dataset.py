@@ -215,8 +215,24 @@ def add_batch_axis(observation):
 
 # --- normalisation --------------------------------------------------------------------------
 
+def keep_dtypes(module: nn.Module, names: tuple[str, ...], apply, fn, recurse: bool):
+    """`module._apply(fn)` through `apply` (the parent class's `_apply`), except that the
+    buffers `names` keep their dtype and exact values: they follow device moves only. Under
+    `--mixed-precision bf16-true` Lightning casts the whole module, and bfloat16 statistics
+    moved observation means by up to 0.08 of a standard deviation."""
+    kept = {name: module._buffers[name] for name in names}
+    result = apply(fn, recurse)
+    for name, value in kept.items():
+        moved = module._buffers[name]
+        module._buffers[name] = value.to(moved.device)
+    return result
+
+
 class Normalizer(nn.Module):
-    """Per-dimension z-scoring; the statistics are buffers, so they travel in the checkpoint."""
+    """Per-dimension z-scoring; the statistics are buffers, so they travel in the checkpoint.
+
+    They stay float32 under every precision (`keep_dtypes`); `normalize` and `unnormalize`
+    return the input's dtype."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -234,11 +250,14 @@ class Normalizer(nn.Module):
         self.high.copy_(data.max(0).values)
         return self
 
+    def _apply(self, fn, recurse: bool = True):
+        return keep_dtypes(self, ("mean", "std", "low", "high"), super()._apply, fn, recurse)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).to(x.dtype)
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std + self.mean
+        return (x * self.std + self.mean).to(x.dtype)
 
 
 # --- episodes ---------------------------------------------------------------------------------
@@ -257,17 +276,17 @@ def read_episodes(dataset, keys: list[str]) -> list[dict]:
 def _read_episodes(dataset, keys: list[str]) -> list[dict]:
     episodes = []
     for episode in dataset.iterate_episodes():
+        if len(episode.actions) == 0:
+            continue
+        # Checked as stored, before the float32 cast: a finite float64 beyond float32's range
+        # would turn infinite there, and the message must say which it is.
+        for name, values in (("observations", leaves(episode.observations)),
+                             ("actions", [episode.actions]), ("rewards", [episode.rewards])):
+            check_values(values, name, episode.id, dataset.spec.dataset_id,
+                         float32=name != "rewards")
         obs = flatten_observations(episode.observations, keys)
         actions = np.asarray(episode.actions, dtype=np.float32).reshape(len(episode), -1)
         rewards = np.asarray(episode.rewards, dtype=np.float64)
-        if len(actions) == 0:
-            continue
-        if not np.all(np.isfinite(rewards)) or not np.all(np.isfinite(actions)) \
-                or not np.all(np.isfinite(obs)):
-            raise UsageError(
-                f"Episode {episode.id} of dataset {dataset.spec.dataset_id} holds NaN or infinite "
-                "values (observations, actions or rewards); the trainer refuses non-finite data. "
-                "Clean the dataset (minari.MinariDataset.filter_episodes can drop such episodes).")
         terminals = np.asarray(episode.terminations, dtype=bool).reshape(-1)
         pieces = split_at_terminations({"obs": obs, "actions": actions, "rewards": rewards,
                                         "terminals": terminals,
@@ -278,6 +297,38 @@ def _read_episodes(dataset, keys: list[str]) -> list[dict]:
     if not episodes:
         raise UsageError(f"Dataset {dataset.spec.dataset_id} holds no episode with any step.")
     return episodes
+
+
+def leaves(observations) -> list:
+    """The arrays of an observation array or (nested) dict of arrays."""
+    if isinstance(observations, dict):
+        return [leaf for value in observations.values() for leaf in leaves(value)]
+    return [observations]
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_values(arrays: list, name: str, episode_id, dataset_id: str, float32: bool) -> None:
+    """Raise UsageError when an episode's `name` (arrays as stored) hold NaN or infinite values,
+    or, when they are trained on as float32, finite values beyond float32's range (about
+    3.4e38), which the cast would turn infinite."""
+    fix = "Clean the dataset (minari.MinariDataset.filter_episodes can drop such episodes)"
+    for array in arrays:
+        array = np.asarray(array)
+        if not np.issubdtype(array.dtype, np.floating):
+            continue                       # integers and booleans are finite and fit float32
+        if not np.all(np.isfinite(array)):
+            raise UsageError(
+                f"Episode {episode_id} of dataset {dataset_id} holds NaN or infinite {name}; "
+                f"the trainer refuses non-finite data. {fix}.")
+        largest = float(np.abs(array).max(initial=0.0))
+        if float32 and largest > FLOAT32_MAX:
+            raise UsageError(
+                f"Episode {episode_id} of dataset {dataset_id} holds {name} whose values exceed "
+                f"float32's range (largest magnitude {largest:.3g}; float32 holds up to "
+                f"{FLOAT32_MAX:.3g}), which the trainer computes in. {fix}, or rescale these "
+                f"{name} (for instance to other units) when building the dataset.")
 
 
 def bootstrap_stops(episode, length: int) -> np.ndarray:

@@ -561,6 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Outside an update loop (loading data, evaluating): what was written stays written.
+        print(f"\nInterrupted by SIGINT; {args.command} stopped, files already written are "
+              f"kept.", flush=True)
+        return 130
     return 0
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import jvp
 
 from config import TrainConfig, UsageError
-from dataset import Normalizer
+from dataset import Normalizer, keep_dtypes
 
 
 # Steps of the multi-step sampler that one-step samples are compared with at validation.
@@ -447,6 +447,12 @@ class MeanFlowQL(L.LightningModule):
         model.action_normalizer.load_state_dict(data.action_normalizer.state_dict())
         return model
 
+    def _apply(self, fn, recurse: bool = True):
+        # The bounds and the reward scale keep their dtype and values under every precision
+        # (bf16-true, 16-true and 64-true cast the whole module), as the normalisers do.
+        return keep_dtypes(self, ("action_low", "action_high", "reward_scale"), super()._apply,
+                           fn, recurse)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints written before rewards could be scaled trained on unscaled rewards.
         checkpoint["state_dict"].setdefault("reward_scale", torch.ones((), dtype=torch.float64))
@@ -458,7 +464,9 @@ class MeanFlowQL(L.LightningModule):
         """(action-space low, high, data low, high), each normalised and tiled to a flat chunk
         (pred_horizon * action_dim): the clipping box and the box CQL samples from."""
         n, repeats = self.action_normalizer, self.cfg.pred_horizon
-        return tuple(n.normalize(bound).repeat(repeats) for bound in
+        # In the weights' dtype, which the chunks they clip come in (bf16 under bf16-true).
+        dtype = next(self.actor.parameters()).dtype
+        return tuple(n.normalize(bound).repeat(repeats).to(dtype) for bound in
                      (self.action_low, self.action_high, n.low, n.high))
 
     def configure_optimizers(self):
