@@ -20,8 +20,28 @@ def test_every_accepted_precision_has_an_expected_dtype():
     assert set(WEIGHT_DTYPES) == set(PRECISIONS)
 
 
+@pytest.fixture(scope="module")
+def exact_settings(pusher):
+    """The statistics, bounds and reward scale a 32-true run saves (they come from the data
+    alone): what every precision must save too (issue #29)."""
+    import minari
+    import os
+
+    saved = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = pusher["env"]["MINARI_DATASETS_PATH"]
+    try:
+        data = MinariDataModule(TrainConfig(), minari.load_dataset("local/pusher/expert-v0"))
+    finally:
+        os.environ.pop("MINARI_DATASETS_PATH")
+        if saved is not None:
+            os.environ["MINARI_DATASETS_PATH"] = saved
+    model = MeanFlowQL.from_data(TrainConfig(actor_hidden_dim=4, critic_hidden_dim=4), data)
+    return {k: v for k, v in model.state_dict().items()
+            if "normalizer." in k or k in ("action_low", "action_high", "reward_scale")}
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_each_precision_trains_on_the_cpu(pusher, tmp_path, precision):
+def test_each_precision_trains_on_the_cpu(pusher, exact_settings, tmp_path, precision):
     code, out, err = run([MAIN, "train", "--mixed-precision", precision, "--accelerator", "cpu",
                           "--max-updates", "3", "--grad-clip", "0.5",
                           "--output-dir", str(tmp_path / "runs"), *SMALL],
@@ -34,6 +54,10 @@ def test_each_precision_trains_on_the_cpu(pusher, tmp_path, precision):
     weights = {k: v for k, v in state.items() if k.startswith(("actor.", "critic."))}
     assert {v.dtype for v in weights.values()} == {WEIGHT_DTYPES[precision]}
     assert all(torch.isfinite(v.float()).all() for v in weights.values())
+    # Statistics, bounds and the reward scale: the 32-true run's dtypes and values exactly.
+    assert len(exact_settings) == 11
+    for key, value in exact_settings.items():
+        assert state[key].dtype == value.dtype and torch.equal(state[key], value), key
     # The updates moved the weights: the target critic (a copy, moved only by Polyak
     # averaging) now differs from the critic it was copied from.
     assert any(not torch.equal(state[k], state["target_" + k]) for k in weights
