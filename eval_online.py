@@ -277,10 +277,12 @@ def make_online_eval_callback(dataset, env_spec, every: int, episodes: int, seed
         def __init__(self):
             self.rounds = 0
             self.last: dict | None = None
+            self.rolled_out = 0                # the update self.last was rolled out at
 
         def on_validation_epoch_end(self, trainer, pl_module) -> None:
             if trainer.sanity_checking:
                 return
+            updates = int(pl_module.num_updates)
             if self.rounds % every == 0 or self.last is None:
                 policy = MeanFlowPolicy(pl_module, seed=seed, device=str(pl_module.device))
                 envs = make_vector_env(env_spec, 1)
@@ -291,13 +293,19 @@ def make_online_eval_callback(dataset, env_spec, every: int, episodes: int, seed
                     envs.close()
                     pl_module.train()
                 self.last = summarize(results, dataset)
+                self.rolled_out = updates
             self.rounds += 1
-            # Logged at every validation (the latest figures), so checkpointing always finds it.
-            pl_module.log("eval/return", self.last["return_mean"], prog_bar=True)
+            # At every validation (the latest figures), so checkpointing and early stopping
+            # always find them; into the logs only at the update they were rolled out at, and
+            # the console line says when that was (eval/update).
+            fresh = self.rolled_out == updates
+            pl_module.log("eval/return", self.last["return_mean"], prog_bar=True, logger=fresh)
             if "normalized_score_mean" in self.last:
-                pl_module.log("eval/normalized_score", self.last["normalized_score_mean"])
+                pl_module.log("eval/normalized_score", self.last["normalized_score_mean"],
+                              logger=fresh)
             if "success_rate" in self.last:
-                pl_module.log("eval/success_rate", self.last["success_rate"])
+                pl_module.log("eval/success_rate", self.last["success_rate"], logger=fresh)
+            pl_module.log("eval/update", float(self.rolled_out), logger=False)
 
     return OnlineEvaluation()
 

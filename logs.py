@@ -69,21 +69,42 @@ def make_line_progress(every: int):
                 return
             rate = (updates - self.mark[0]) / max(time.monotonic() - self.mark[1], 1e-9)
             self.mark = (updates, time.monotonic())
-            losses = "".join(f", {key} {float(trainer.callback_metrics[key]):.4f}"
-                             for key in ("loss/actor", "loss/critic")
-                             if key in trainer.callback_metrics)
+            figures = getattr(pl_module, "latest_figures", {})       # this update's
+            losses = "".join(f", {key} {float(figures[key]):.4f}"
+                             for key in ("loss/actor", "loss/critic") if key in figures)
             print(f"update {updates}/{budget}{losses}, {rate:.1f} updates/s", flush=True)
 
         def on_validation_end(self, trainer, pl_module) -> None:
             if trainer.sanity_checking or not trainer.is_global_zero:
                 return
-            figures = ", ".join(f"{key} {float(trainer.callback_metrics[key]):.4f}"
+            metrics, updates = trainer.callback_metrics, int(pl_module.num_updates)
+            figures = ", ".join(f"{key} {float(metrics[key]):.4f}"
                                 for key in ("val/loss", "eval/return", "eval/normalized_score",
-                                            "eval/success_rate")
-                                if key in trainer.callback_metrics)
-            print(f"validation at update {int(pl_module.num_updates)}: {figures}", flush=True)
+                                            "eval/success_rate") if key in metrics)
+            # Online figures are those of the latest rollouts, which with --eval-every above 1
+            # were made at an earlier validation: say at which update.
+            rolled_out = int(metrics["eval/update"]) if "eval/update" in metrics else updates
+            if rolled_out != updates:
+                figures += f" (eval/ figures rolled out at update {rolled_out})"
+            print(f"validation at update {updates}: {figures}", flush=True)
 
     return LineProgress()
+
+
+def make_progress_bar():
+    """Lightning's progress bar (for a terminal), showing the losses of the update it shows
+    (the module logs its figures only every 25 updates, see MeanFlowQL.training_step)."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    class CurrentProgressBar(TQDMProgressBar):
+        def get_metrics(self, trainer, pl_module) -> dict:
+            metrics = super().get_metrics(trainer, pl_module)
+            figures = getattr(pl_module, "latest_figures", {})
+            metrics.update({key: f"{float(figures[key]):.3g}"
+                            for key in ("loss/actor", "loss/critic") if key in figures})
+            return metrics
+
+    return CurrentProgressBar(refresh_rate=20)
 
 
 # --- loggers -----------------------------------------------------------------------------------

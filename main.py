@@ -246,7 +246,7 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     the checkpoint's settings and the running settings typed beside --resume). A new run's
     directory and config.json are written here; a resumed run writes nothing yet."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.strategies import DDPStrategy
 
     import collect
@@ -295,7 +295,7 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     # learning ones, so with Q learning on, train evaluates and test uses last.ckpt.
     monitor, mode = "val/loss", "min"
     # A bar on a terminal; in a file, a line every progress_every updates.
-    callbacks = [TQDMProgressBar(refresh_rate=20) if logs.interactive()
+    callbacks = [logs.make_progress_bar() if logs.interactive()
                  else logs.make_line_progress(cfg.progress_every), data_record_callback(record)]
     if cfg.eval_every > 0:
         import eval_online

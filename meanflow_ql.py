@@ -525,24 +525,23 @@ class MeanFlowQL(L.LightningModule):
             self.critic.requires_grad_(True)
         info.update(actor_info)
 
+        info["loss/actor"] = actor_loss.detach()
         self.num_updates += 1
         updates = int(self.num_updates)
-        # Logging costs a noticeable share of a small update on a CPU: only every
-        # log_every_n_steps updates, when Lightning writes to the logger anyway.
+        # This update's figures, detached and read only when shown: progress lines and the bar
+        # show them (logs.py), never an older update's.
+        self.latest_figures = info
+        # Reading the figures costs a noticeable share of a small update on a CPU: written every
+        # log_every_n_steps updates (and the first), straight to the loggers at step = this
+        # update. Lightning's own writing put update N at step N - 1 and, at the run's end,
+        # wrote the last logged (older) figures again at the final step.
         if updates % self.trainer.log_every_n_steps == 0 or updates == 1:
-            critic_loss_value = info.pop("loss/critic", None)
-            self.log_dict({k: v.float() for k, v in info.items()}, on_step=True,
-                          on_epoch=False)
-            self.log("loss/actor", actor_loss.detach(), on_step=True, on_epoch=False,
-                     prog_bar=True)
-            if critic_loss_value is not None:
-                self.log("loss/critic", critic_loss_value, on_step=True, on_epoch=False,
-                         prog_bar=True)
-            self.log("updates", float(updates), on_step=True, on_epoch=False)
-            self.log("learning_rate", learning_rate, on_step=True, on_epoch=False)
+            figures = {key: float(value) for key, value in info.items()}
+            figures.update(updates=float(updates), learning_rate=learning_rate)
             if self.trains_critic:
-                self.log("critic_learning_rate", critic_learning_rate, on_step=True,
-                         on_epoch=False)
+                figures["critic_learning_rate"] = critic_learning_rate
+            for logger in self.loggers:
+                logger.log_metrics(figures, step=updates)
         if updates >= self.update_budget():
             self.trainer.should_stop = True
 
@@ -602,6 +601,11 @@ class MeanFlowQL(L.LightningModule):
         # One multi-tensor kernel on a GPU where a loop over the parameters launches one each.
         torch._foreach_lerp_(list(target_net.parameters()), list(source_net.parameters()),
                              self.cfg.tau)
+
+    def on_validation_epoch_end(self) -> None:
+        # The validation's figures go to the loggers at step = the updates made (Lightning takes
+        # a logged "step" as the step; its own count there is one behind).
+        self.log("step", float(self.num_updates), sync_dist=False)
 
     def validation_step(self, batch: dict, batch_idx: int):
         # Fixed noise per batch, so validation losses compare across epochs.

@@ -12,6 +12,7 @@ import time
 import gymnasium as gym
 import minari
 import numpy as np
+import pytest
 
 from in_process import run_here
 from test_faults import MAIN, episode, write_dataset
@@ -49,3 +50,41 @@ def test_ctrl_c_while_collecting_ends_in_one_line(minari_path, tmp_path):
                            "nothing was written")
     assert not minari_path.joinpath("local").exists() or not any(
         minari_path.joinpath("local").rglob("data"))
+
+
+TOY = ["--dataset", "toy/known/values-v0", "--batch-size", "4", "--actor-hidden-dim", "16",
+       "--critic-hidden-dim", "16", "--skip-online-eval"]
+
+
+def run(args, env, cwd, timeout=600):
+    """`python <args>` in a subprocess: (exit code, stdout, stderr)."""
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    return result.returncode, result.stdout, result.stderr
+
+
+def read_csv(path):
+    import csv
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_every_printed_and_logged_figure_is_the_current_updates(toy_dataset, tmp_path):
+    code, out, err = run([MAIN, "train", *TOY, "--num-updates", "25", "--val-every-updates",
+                          "10", "--progress-every", "5", "--logger", "csv",
+                          "--output-dir", str(tmp_path / "runs")], dict(os.environ), tmp_path)
+    assert code == 0, err
+    lines = [line.split(", ") for line in out.splitlines() if line.startswith("update ")]
+    assert [line[0] for line in lines] == [f"update {n}/25" for n in (5, 10, 15, 20, 25)]
+    actor = [float(line[1].split()[1]) for line in lines]
+    assert len(set(actor)) == 5                   # five updates, five different losses
+    rows = read_csv(next((tmp_path / "runs").glob("*/csv/metrics.csv")))
+    training = {int(row["step"]): row for row in rows if row["loss/actor"]}
+    # Written at the update they belong to (updates 1 and 25), each once.
+    assert sorted(training) == [1, 25] and all(float(training[s]["updates"]) == s
+                                               for s in training)
+    assert float(training[25]["loss/actor"]) == pytest.approx(actor[-1], abs=1e-4)
+    validated = [int(row["step"]) for row in rows if row["val/loss"]]
+    assert validated == [10, 20, 25]
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("validation")] \
+        == [f"validation at update {n}" for n in validated]
