@@ -139,17 +139,63 @@ def make_vector_env(env_spec, num_envs: int):
     return gym.vector.AsyncVectorEnv([make_env_fn(env_spec) for _ in range(num_envs)])
 
 
-def check_shapes(policy, envs) -> None:
+def trained_spaces(model) -> tuple[str, object]:
+    """(a description of the observations, the action space) a checkpoint's policy was trained
+    on: its observation keys and flat size, and Box(action_low, action_high)."""
     import gymnasium as gym
 
-    obs_dim = gym.spaces.flatdim(envs.single_observation_space)
-    action_dim = gym.spaces.flatdim(envs.single_action_space)
-    model = policy.model
-    if (obs_dim, action_dim) != (model.obs_dim, model.action_dim):
+    keys, obs_dim = model.hparams["obs_keys"], model.obs_dim
+    observations = (f"Box of {obs_dim} values" if keys == [""]
+                    else f"Dict with keys {', '.join(keys)} ({obs_dim} values in all)")
+    low, high = (model.action_low.cpu().numpy(), model.action_high.cpu().numpy())
+    return observations, gym.spaces.Box(low, high, dtype=np.float32)
+
+
+def space_mismatch(model, observation_space, action_space) -> str | None:
+    """What differs between the spaces a checkpoint's policy was trained on and an environment's,
+    compared by kind, shape and (for actions) bounds; None when they fit."""
+    import gymnasium as gym
+
+    from dataset import observation_keys
+
+    keys = model.hparams["obs_keys"]
+    try:
+        env_keys = observation_keys(observation_space)
+    except UsageError:                          # images, text, discrete observations
+        env_keys = None
+    if env_keys is None or (keys == [""]) != (env_keys == [""]):
+        return f"observations of another kind ({type(observation_space).__name__})"
+    if env_keys != keys:
+        return "observation keys differ"
+    if gym.spaces.flatdim(observation_space) != model.obs_dim:
+        return (f"{gym.spaces.flatdim(observation_space)} observation values, not "
+                f"{model.obs_dim}")
+    if not isinstance(action_space, gym.spaces.Box):
+        return f"actions of another kind ({type(action_space).__name__}, not Box)"
+    if int(np.prod(action_space.shape)) != model.action_dim:
+        return f"actions of shape {action_space.shape}, not ({model.action_dim},)"
+    low = np.broadcast_to(action_space.low, action_space.shape).reshape(-1)
+    high = np.broadcast_to(action_space.high, action_space.shape).reshape(-1)
+    _, trained = trained_spaces(model)
+    if not (np.allclose(low, trained.low, rtol=1e-6) and np.allclose(high, trained.high,
+                                                                     rtol=1e-6)):
+        return "other action bounds"
+    return None
+
+
+def check_spaces(model, envs, env_spec) -> None:
+    """Raise UsageError, naming both sides' spaces, when the environment's observation or action
+    space does not fit the checkpoint's policy (`space_mismatch`), before the first step."""
+    problem = space_mismatch(model, envs.single_observation_space, envs.single_action_space)
+    if problem:
+        observations, actions = trained_spaces(model)
         raise UsageError(
-            f"The checkpoint was trained on observations of size {model.obs_dim} and actions of "
-            f"size {model.action_dim} ({model.hparams['dataset_id']}), but the environment has "
-            f"{obs_dim} and {action_dim}. Evaluate it in its own dataset's environment.")
+            f"Environment {env_name(env_spec)} does not fit the checkpoint's policy ({problem}): "
+            f"the policy was trained on {model.hparams['dataset_id']} with observations "
+            f"{observations} and action space {actions}, but the environment has observation "
+            f"space {envs.single_observation_space} and action space "
+            f"{envs.single_action_space}. Evaluate it in its own dataset's environment, or "
+            f"pass one with the same spaces with --env.")
 
 
 # --- the evaluation loop ---------------------------------------------------------------------
@@ -342,7 +388,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
     env_spec = environment_spec(dataset, env_id)
 
     def checked_policy(envs):
-        check_shapes(policy, envs)
+        check_spaces(model, envs, env_spec)
         return policy
 
     summary = evaluate_policy(
@@ -371,7 +417,28 @@ def evaluate_baseline(name: str, dataset_id: str, episodes: int = 10, seed: int 
         raise UsageError(f"Unknown baseline {name!r}; the baselines are: zero.")
     dataset = load_dataset(dataset_id)
     env_spec = environment_spec(dataset, env_id)
-    return evaluate_policy(lambda envs: ZeroPolicy(envs.single_action_space), dataset,
+    def zero_policy(envs):
+        import gymnasium as gym
+
+        space = envs.single_action_space
+        if not isinstance(space, gym.spaces.Box):
+            raise UsageError(
+                f"The zero baseline acts with 0 in every dimension of a continuous (Box) action "
+                f"space, but environment {env_name(env_spec)} (for {dataset_id}, whose action "
+                f"space is {dataset.action_space}) has action space {space}. Evaluate the "
+                f"baseline on a dataset with continuous actions.")
+        # Scores are the dataset's: its environment's spaces, by kind and shape.
+        theirs = (envs.single_observation_space, space)
+        ours = (dataset.observation_space, dataset.action_space)
+        if any(type(a) is not type(b) or a.shape != b.shape for a, b in zip(ours, theirs)):
+            raise UsageError(
+                f"Environment {env_name(env_spec)} does not fit dataset {dataset_id}: the dataset "
+                f"has observation space {ours[0]} and action space {ours[1]}, the environment "
+                f"{theirs[0]} and {theirs[1]}. Pass the dataset's own environment with --env, "
+                f"or leave --env out.")
+        return ZeroPolicy(space)
+
+    return evaluate_policy(zero_policy, dataset,
                            dataset_id, env_spec, episodes, seed, num_envs, False,
                            f"baseline:{name}", Path(out).expanduser() if out else None)
 

@@ -396,6 +396,58 @@ def compiled_losses(device_type: str) -> tuple:
                  for fn in (compute_critic_loss, compute_actor_loss))
 
 
+# --- checkpoint formats ------------------------------------------------------------------------
+
+# What a checkpoint holds (MeanFlowQL's hyperparameters and buffers), as a number every checkpoint
+# records under FORMAT_KEY. Format 1: checkpoints written before the format was recorded. Raise it
+# when what a checkpoint holds changes, and teach `init_arguments` (for hyperparameters) and
+# `MeanFlowQL.on_load_checkpoint` (for buffers) to fill in what the older formats lack.
+CHECKPOINT_FORMAT = 2
+FORMAT_KEY = "meanflow_ql_format"
+
+
+def init_arguments(checkpoint: dict, path) -> dict:
+    """The keyword arguments of `MeanFlowQL.__init__` for a loaded checkpoint dict of this or an
+    older format: its saved hyperparameters, with what an older format lacks filled in from
+    the rest of the checkpoint (shapes and bounds from its buffers, a Box observation, the
+    config's dataset), as `config.SAVED_BEFORE` does for settings.
+
+    Raises UsageError, naming both formats, for a checkpoint of a newer or unknown format: one
+    recording a format above CHECKPOINT_FORMAT, or holding hyperparameters this version does not
+    take. `path` only names the file in messages."""
+    import inspect
+
+    found = checkpoint.get(FORMAT_KEY, 1)
+    hparams = dict(checkpoint["hyper_parameters"])
+    taken = [name for name in inspect.signature(MeanFlowQL.__init__).parameters if name != "self"]
+    unknown = sorted(set(hparams) - set(taken))
+    if not isinstance(found, int) or isinstance(found, bool) or not 1 <= found <= CHECKPOINT_FORMAT \
+            or unknown:
+        what = (f"records checkpoint format {found!r}" if found != 1 or FORMAT_KEY in checkpoint
+                else "records no checkpoint format (format 1)")
+        extra = f" and holds settings this version does not take ({', '.join(unknown)})" \
+            if unknown else ""
+        raise UsageError(
+            f"Checkpoint {path} {what}{extra}; this version of meanflow-ql reads checkpoint "
+            f"formats 1 to {CHECKPOINT_FORMAT}. It was written by a newer or another version: "
+            f"evaluate or resume it with that version (update this copy: git pull), or use a "
+            f"checkpoint written by this one.")
+    state = checkpoint.get("state_dict", {})
+    fill = {"obs_keys": lambda: [""],                # before dict observations: a flat Box
+            "dataset_id": lambda: hparams["cfg"].get("dataset"),
+            "obs_dim": lambda: len(state["obs_normalizer.mean"]),
+            "action_dim": lambda: len(state["action_normalizer.mean"]),
+            "action_low": lambda: state["action_low"].tolist(),
+            "action_high": lambda: state["action_high"].tolist()}
+    for name in taken:
+        if name not in hparams and name in fill:
+            try:
+                hparams[name] = fill[name]()
+            except (KeyError, TypeError, AttributeError):
+                pass               # left missing: load_checkpoint reports an unusable file
+    return hparams
+
+
 # --- the LightningModule ---------------------------------------------------------------------
 
 class MeanFlowQL(L.LightningModule):
@@ -452,6 +504,9 @@ class MeanFlowQL(L.LightningModule):
         # (bf16-true, 16-true and 64-true cast the whole module), as the normalisers do.
         return keep_dtypes(self, ("action_low", "action_high", "reward_scale"), super()._apply,
                            fn, recurse)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[FORMAT_KEY] = CHECKPOINT_FORMAT
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints written before rewards could be scaled trained on unscaled rewards.

@@ -21,7 +21,7 @@ import torch
 
 from config import UsageError
 from dataset import add_batch_axis, flatten_observations
-from meanflow_ql import MeanFlowQL, clip_chunk, flat
+from meanflow_ql import MeanFlowQL, clip_chunk, flat, init_arguments
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> MeanFlowQL:
@@ -44,7 +44,11 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> MeanFlowQL:
     if not hparams or "state_dict" not in checkpoint or "cfg" not in hparams:
         raise UsageError(f"{path} is not a meanflow-ql checkpoint (no config or weights inside). "
                          "Use a checkpoint written by `python main.py train`.")
-    model = MeanFlowQL(**hparams)
+    try:
+        model = MeanFlowQL(**init_arguments(checkpoint, path))
+    except TypeError as err:                     # a hyperparameter no default could fill in
+        raise UsageError(f"Checkpoint {path} lacks what its model is built from ({err}); the "
+                         "file is damaged or not from meanflow-ql.") from None
     model.on_load_checkpoint(checkpoint)
     try:
         model.load_state_dict(checkpoint["state_dict"])

@@ -4,17 +4,23 @@ policy, figures that are not current, precision-proof statistics, moved run dire
 while collecting, values beyond float32."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import gymnasium as gym
 import minari
 import numpy as np
 import pytest
+import torch
 
+import collect
+import tests.toy_envs  # noqa: F401 - registers PointToy-v0
 from in_process import run_here
+from meanflow_ql import CHECKPOINT_FORMAT, FORMAT_KEY
+from test_environments import EVAL, TINY, random_actions, rollouts
 from test_faults import MAIN, episode, write_dataset
 
 
@@ -88,3 +94,98 @@ def test_every_printed_and_logged_figure_is_the_current_updates(toy_dataset, tmp
     assert validated == [10, 20, 25]
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("validation")] \
         == [f"validation at update {n}" for n in validated]
+
+
+@pytest.fixture(scope="module")
+def point(tmp_path_factory):
+    """A run trained for 4 updates on rollouts of PointToy-v0 (observations a Box of 4 values,
+    actions Box(-1, 1, (2,))), its environment recorded in the dataset."""
+    base = tmp_path_factory.mktemp("point")
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(base / "minari")}
+    with collect.datasets_root(env["MINARI_DATASETS_PATH"]):
+        toy = gym.make("PointToy-v0")
+        minari.create_dataset_from_buffers("toy/point/random-v0", rollouts(toy, 6, 0,
+                                                                           random_actions),
+                                           env=toy, algorithm_name="random")
+    code, out, err = run([MAIN, "train", "--dataset", "toy/point/random-v0", "--max-updates",
+                          "4", "--val-every-updates", "2", "--skip-online-eval", *TINY,
+                          "--output-dir", str(base / "runs")], env, base)
+    assert code == 0, err
+    (run_dir,) = (base / "runs").iterdir()
+    return {"env": env, "cwd": base, "run": run_dir}
+
+
+def copy_run(point, to):
+    return Path(shutil.copytree(point["run"], to / point["run"].name))
+
+
+def rewrite(path, change) -> None:
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    change(saved)
+    torch.save(saved, path)
+
+
+def test_checkpoints_of_older_formats_load_newer_ones_are_refused(point, tmp_path):
+    env, cwd = point["env"], point["cwd"]
+    old_run = copy_run(point, tmp_path / "old")
+    last = old_run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)[FORMAT_KEY] == CHECKPOINT_FORMAT
+
+    def older(saved):            # format 1: no format recorded, one hyperparameter fewer
+        del saved[FORMAT_KEY], saved["hyper_parameters"]["obs_keys"]
+    rewrite(last, older)
+    code, out, err = run_here([MAIN, "test", "--checkpoint", str(last), "--episodes", "2"], env,
+                              cwd)
+    assert code == 0, err
+    assert "action MSE (raw units)" in out and "over 2 episodes" in out
+    code, out, err = run_here([EVAL, "--checkpoint", str(last), "--episodes", "1"], env, cwd)
+    assert code == 0, err
+    code, out, err = run([MAIN, "train", "--resume", str(old_run), "--max-updates", "6"], env,
+                         cwd)
+    assert code == 0, err
+    assert "Finished after 6 updates" in out
+    resumed = torch.load(last, weights_only=True)               # now in this format
+    assert resumed[FORMAT_KEY] == CHECKPOINT_FORMAT
+    assert resumed["hyper_parameters"]["obs_keys"] == [""]
+
+    for name, change in (("newer", lambda s: s.update({FORMAT_KEY: CHECKPOINT_FORMAT + 1})),
+                         ("unknown", lambda s: s["hyper_parameters"].update(action_kind="Box"))):
+        run_dir = copy_run(point, tmp_path / name)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        before = last.read_bytes()
+        rewrite(last, change)
+        for args in ([MAIN, "test", "--checkpoint", str(last)], [EVAL, "--checkpoint", str(last)],
+                     [MAIN, "train", "--resume", str(run_dir)]):
+            code, out, err = run_here(args, env, cwd)
+            assert code == 2 and "Traceback" not in err, err
+            assert f"reads checkpoint formats 1 to {CHECKPOINT_FORMAT}" in err
+            assert (f"records checkpoint format {CHECKPOINT_FORMAT + 1}" if name == "newer"
+                    else "does not take (action_kind)") in err
+        assert last.read_bytes() != before and len(list(run_dir.rglob("*.ckpt"))) == 2
+
+
+def test_an_environment_that_does_not_fit_the_policy_is_refused_naming_both(point, tmp_path):
+    env, last = point["env"], point["run"] / "checkpoints" / "last.ckpt"
+    trained = "action space Box(-1.0, 1.0, (2,), float32)"
+    for other, theirs in (("CartPole-v1", "action space Discrete(2)"),   # 4 values, flat 2
+                          ("tests.toy_envs:NestedToy-v0", "observation space Dict("),
+                          ("tests.toy_envs:PointToyWide-v0", "Box(-2.0, 2.0, (2,), float32)")):
+        code, out, err = run_here([EVAL, "--checkpoint", str(last), "--env", other,
+                                   "--episodes", "1"], env, tmp_path)
+        assert code == 2 and "Traceback" not in err, err
+        assert f"Environment {other} does not fit" in err and trained in err and theirs in err
+    # The zero baseline on a dataset of discrete actions.
+    with collect.datasets_root(env["MINARI_DATASETS_PATH"]):
+        cartpole = gym.make("CartPole-v1")
+        minari.create_dataset_from_buffers(
+            "toy/cartpole/random-v0", rollouts(cartpole, 2, 0, lambda obs, rng: rng.integers(2)),
+            env=cartpole, algorithm_name="random")
+    code, out, err = run_here([EVAL, "--baseline", "zero", "--dataset", "toy/cartpole/random-v0",
+                               "--episodes", "1"], env, tmp_path)
+    assert code == 2 and "Traceback" not in err, err
+    assert "continuous (Box) action space" in err and "Discrete(2)" in err
+    # And a continuous one in an environment of other spaces.
+    code, out, err = run_here([EVAL, "--baseline", "zero", "--dataset", "toy/point/random-v0",
+                               "--env", "tests.toy_envs:NestedToy-v0", "--episodes", "1"], env,
+                              tmp_path)
+    assert code == 2 and "does not fit dataset toy/point/random-v0" in err and "Dict(" in err

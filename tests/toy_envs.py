@@ -51,3 +51,28 @@ class NestedDictEnv(gym.Env):
 
 # Registered on import, so `gym.make("tests.toy_envs:NestedToy-v0")` works in any process.
 gym.register("NestedToy-v0", entry_point="tests.toy_envs:NestedDictEnv", max_episode_steps=20)
+
+
+class PointEnv(gym.Env):
+    """A point on a plane observed as (position, velocity), a Box of 4 values, moved by a
+    Box(-bound, bound, (2,)) action; the reward is minus its distance to the origin."""
+
+    def __init__(self, bound: float = 1.0):
+        self.observation_space = gym.spaces.Box(-10.0, 10.0, (4,), np.float64)
+        self.action_space = gym.spaces.Box(-bound, bound, (2,), np.float32)
+        self.state = np.zeros(4)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = np.concatenate([self.np_random.uniform(-1.0, 1.0, 2), np.zeros(2)])
+        return self.state.copy(), {}
+
+    def step(self, action):
+        velocity = 0.1 * np.asarray(action, np.float64)
+        self.state = np.concatenate([np.clip(self.state[:2] + velocity, -5, 5), velocity])
+        return self.state.copy(), -float(np.linalg.norm(self.state[:2])), False, False, {}
+
+
+gym.register("PointToy-v0", entry_point="tests.toy_envs:PointEnv", max_episode_steps=20)
+gym.register("PointToyWide-v0", entry_point="tests.toy_envs:PointEnv", max_episode_steps=20,
+             kwargs={"bound": 2.0})
