@@ -246,9 +246,9 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     the checkpoint's settings and the running settings typed beside --resume). A new run's
     directory and config.json are written here; a resumed run writes nothing yet."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.strategies import DDPStrategy
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    import checkpoints as checkpoints_io
     import collect
     import logs
     from dataset import MinariDataModule, load_dataset
@@ -259,6 +259,9 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     if resume:
         checkpoint_path, run_dir = resume_point(resume)
         cfg = resumed_config(checkpoint_path, typed or {}, run_dir)
+        checkpoints_io.check_run_dir_writable(run_dir)
+    else:
+        checkpoints_io.check_output_dir(cfg.output_dir)
     logs.check_loggers(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     build = functools.partial(collect.build_for_training, progress=logs.interactive())
@@ -282,13 +285,8 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
 
     if not resume:
         # DDP's extra processes re-run this script: they must join the first one's run directory.
+        # Made below, once Lightning has accepted the run settings.
         run_dir = Path(os.environ.get("MEANFLOW_QL_RUN_DIR") or new_run_dir(cfg))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        os.environ["MEANFLOW_QL_RUN_DIR"] = str(run_dir)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    print(f"Run directory: {run_dir}{' (resumed from ' + str(checkpoint_path) + ')' if resume else ''}"
-          f"\nData: {data.describe()}", flush=True)
-
     checkpoints = run_dir / "checkpoints"
     # What best.ckpt means: with --eval-every, the best online score on validation seeds; else
     # the lowest validation loss, a behaviour-cloning metric that ranks BC runs but not Q
@@ -304,28 +302,92 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
             eval_online.validation_seed(cfg.seed)))
         has_scores = data.minari_dataset.storage.metadata.get("ref_min_score") is not None
         monitor, mode = ("eval/normalized_score" if has_scores else "eval/return"), "max"
-    checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor,
-                                 mode=mode, save_last=True, auto_insert_metric_name=False)
+    # best.ckpt and last.ckpt, never versioned names, also where the run directory was moved.
+    checkpoint = checkpoints_io.run_checkpoint(checkpoints, monitor, mode)
     callbacks.insert(0, checkpoint)
     if cfg.patience > 0 and (cfg.eval_every > 0 or not cfg.learns_q):
         callbacks.append(early_stopping(monitor, mode, cfg.patience))
-    strategy = cfg.strategy
-    if strategy == "ddp":
-        # Each update runs two backward passes (critic, then actor), and each leaves the other
-        # network's parameters without gradient: DDP must be told to expect unused parameters.
-        strategy = DDPStrategy(find_unused_parameters=True)
-    trainer = L.Trainer(
-        # The module stops at its update budget (num_epochs x batches per epoch), which also
-        # holds across an interrupted and resumed run; Lightning alone would count the
-        # interrupted epoch as a whole one.
-        max_epochs=-1, precision=cfg.mixed_precision, accelerator=cfg.accelerator,
-        devices=parse_devices(cfg.devices), num_nodes=cfg.num_nodes, strategy=strategy,
-        callbacks=callbacks,
-        logger=logs.make_loggers(cfg, run_dir, resumed=bool(resume)),
-        enable_progress_bar=logs.interactive(),
-        log_every_n_steps=25, **validation_schedule(cfg),
-        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir))
+    loggers = logs.make_loggers(cfg, run_dir, resumed=bool(resume))
+    devices = parse_devices(cfg.devices)
+    try:
+        trainer = L.Trainer(
+            # The module stops at its update budget (num_epochs x batches per epoch), which also
+            # holds across an interrupted and resumed run; Lightning alone would count the
+            # interrupted epoch as a whole one.
+            max_epochs=-1, precision=cfg.mixed_precision, accelerator=cfg.accelerator,
+            devices=devices, num_nodes=cfg.num_nodes, strategy=strategy_for(cfg, devices),
+            callbacks=callbacks, logger=loggers, enable_progress_bar=logs.interactive(),
+            # Checkpoints written through a temporary file, read back before they replace
+            # the last good one (checkpoints.py).
+            plugins=[checkpoints_io.verified_checkpoint_io()],
+            log_every_n_steps=25, **validation_schedule(cfg),
+            enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir))
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as err:
+        raise UsageError(lightning_refusal(cfg, err)) from None
+    if not resume:
+        checkpoints_io.make_run_dir(run_dir, json.dumps(cfg.to_dict(), indent=2) + "\n")
+        os.environ["MEANFLOW_QL_RUN_DIR"] = str(run_dir)
+    print(f"Run directory: {run_dir}{' (resumed from ' + str(checkpoint_path) + ')' if resume else ''}"
+          f"\nData: {data.describe()}", flush=True)
     return PreparedRun(cfg, run_dir, data, model, trainer, checkpoint, monitor, checkpoint_path)
+
+
+# Lightning's names for DDP that starts each process by running the command again (Lightning
+# also accepts "find_unused_parameters_false", which cannot train this module), and the others.
+DDP_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
+OTHER_STRATEGIES = ("auto", "single_device")
+
+
+def strategy_for(cfg: TrainConfig, devices):
+    """The Lightning strategy for the run settings: with more than one process in all (devices
+    x nodes), DDP whether --strategy says ddp or auto, told to expect unused parameters. Each
+    update runs two backward passes (critic, then actor), and each leaves the other network's
+    parameters without gradient; Lightning's automatic DDP expects none and stops the run."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = cfg.strategy
+    if strategy == "auto" and process_count(cfg, devices) > 1:
+        strategy = "ddp"
+    if strategy in DDP_STRATEGIES:
+        return DDPStrategy(find_unused_parameters=True)
+    if strategy not in OTHER_STRATEGIES:
+        # Spawned or forked DDP processes need every callback to pickle or no CUDA in the first
+        # process; FSDP, DeepSpeed and XLA shard or compile the two optimizers' manual steps in
+        # ways this trainer was never run with.
+        raise UsageError(f"--strategy {strategy} is not one main.py train runs: use "
+                         f"{' or '.join(OTHER_STRATEGIES + DDP_STRATEGIES[:1])} (ddp starts one "
+                         f"process per device by running the same command; auto picks it "
+                         f"whenever --devices or --num-nodes ask for more than one).")
+    return strategy
+
+
+def process_count(cfg: TrainConfig, devices) -> int:
+    """Processes a run with these settings starts on one node (devices as `parse_devices`)."""
+    if isinstance(devices, list):
+        return len(devices)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    # auto (or -1, all): every GPU where one is used, else one CPU process.
+    import torch
+    uses_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto"
+                                                       and torch.cuda.is_available())
+    return max(torch.cuda.device_count(), 1) if uses_gpu else 1
+
+
+def lightning_refusal(cfg: TrainConfig, err: Exception) -> str:
+    """One paragraph for run settings Lightning refused when building the Trainer."""
+    from dataset import first_line
+
+    settings = " ".join(f"--{name.replace('_', '-')} {getattr(cfg, name)}" for name in
+                        ("accelerator", "devices", "strategy", "num_nodes", "mixed_precision"))
+    import torch
+
+    mentions_gpu = any(word in str(err).lower() for word in ("gpu", "cuda"))
+    gpu = ("" if not mentions_gpu or torch.cuda.is_available() else
+           " This machine has no usable GPU for this torch (a CPU-only build, or no device): "
+           "use --accelerator cpu, or install the CUDA build of torch (README).")
+    return (f"Lightning cannot run these settings ({settings}): {first_line(err).rstrip('.!')}."
+            f"{gpu} Change the flags above; nothing was written.")
 
 
 def train(cfg: TrainConfig, resume: str | None = None,

@@ -140,8 +140,8 @@ def test_checkpoints_of_older_formats_load_newer_ones_are_refused(point, tmp_pat
     assert "action MSE (raw units)" in out and "over 2 episodes" in out
     code, out, err = run_here([EVAL, "--checkpoint", str(last), "--episodes", "1"], env, cwd)
     assert code == 0, err
-    code, out, err = run([MAIN, "train", "--resume", str(old_run), "--max-updates", "6"], env,
-                         cwd)
+    code, out, err = run([MAIN, "train", "--resume", str(old_run), "--max-updates", "6",
+                          "--skip-online-eval"], env, cwd)
     assert code == 0, err
     assert "Finished after 6 updates" in out
     resumed = torch.load(last, weights_only=True)               # now in this format
@@ -189,3 +189,77 @@ def test_an_environment_that_does_not_fit_the_policy_is_refused_naming_both(poin
                                "--env", "tests.toy_envs:NestedToy-v0", "--episodes", "1"], env,
                               tmp_path)
     assert code == 2 and "does not fit dataset toy/point/random-v0" in err and "Dict(" in err
+
+
+def ckpt_files(run_dir):
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_last_good_one(point, tmp_path):
+    run_dir = copy_run(point, tmp_path)
+    before = {name: (run_dir / "checkpoints" / name).read_bytes()
+              for name in ("best.ckpt", "last.ckpt")}
+    # A file-size limit below a checkpoint's size: the disk "fills" while one is written.
+    blocks = len(before["last.ckpt"]) // 1024 - 2
+    code, out, err = run(["-c", f"import subprocess, sys; sys.exit(subprocess.call(['bash', "
+                          f"'-c', 'ulimit -f {blocks}; exec {sys.executable} {MAIN} train "
+                          f"--resume {run_dir} --max-updates 8']))"], point["env"], point["cwd"])
+    assert code == 2 and "Traceback" not in err, err
+    assert f"Checkpoint {run_dir / 'checkpoints'}/" in err and "could not be written" in err
+    assert "ulimit -f" in err and "is kept unchanged" in err
+    assert f"--resume {run_dir}" in err
+    assert "Finished" not in out and "Saved" not in out
+    # Nothing lost, nothing half-written left behind.
+    assert ckpt_files(run_dir) == ["best.ckpt", "last.ckpt"]
+    assert all((run_dir / "checkpoints" / n).read_bytes() == b for n, b in before.items())
+
+
+def test_an_output_dir_that_refuses_writes_is_refused_before_training(point, tmp_path):
+    env, cwd = point["env"], point["cwd"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for output_dir in (a_file, a_file / "runs"):
+        code, out, err = run_here([MAIN, "train", "--dataset", "toy/point/random-v0",
+                                   "--output-dir", str(output_dir)], env, cwd)
+        assert code == 2 and "Traceback" not in err, err
+        assert f"{a_file} is a file, not a folder" in err
+    assert a_file.read_text() == "not a folder"
+    # A folder where no file over 1 KiB can be written (config.json is 2.5 KiB): no run directory left.
+    code, out, err = run(["-c", f"import subprocess, sys; sys.exit(subprocess.call(['bash', "
+                          f"'-c', 'ulimit -f 1; exec {sys.executable} {MAIN} train --dataset "
+                          f"toy/point/random-v0 --output-dir {tmp_path / 'runs'}']))"], env, cwd)
+    assert code == 2 and "Traceback" not in err, err
+    assert "cannot be written" in err and "ulimit -f" in err and "nothing was left there" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_settings_lightning_rejects_end_before_a_run_directory(point, tmp_path):
+    env, cwd, runs = point["env"], point["cwd"], tmp_path / "runs"
+    refused = [(["--strategy", "ddp_spawn", "--devices", "2"], "--strategy ddp_spawn is not"),
+               (["--strategy", "bogus"], "--strategy bogus is not"),
+               (["--accelerator", "cpu", "--devices", "0"], "Lightning cannot run these")]
+    if not torch.cuda.is_available():
+        refused.append((["--accelerator", "gpu"], "no usable GPU"))
+    for flags, message in refused:
+        code, out, err = run_here([MAIN, "train", "--dataset", "toy/point/random-v0",
+                                   "--output-dir", str(runs), *flags], env, cwd)
+        assert code == 2 and "Traceback" not in err and message in err, (flags, err)
+        assert len(err.strip().splitlines()) == 1
+        assert not runs.exists()
+
+
+def test_a_moved_run_directory_resumes_into_its_own_checkpoints(point, tmp_path):
+    moved = shutil.move(str(copy_run(point, tmp_path / "before")), tmp_path / "after")
+    moved = Path(moved).resolve()
+    code, out, err = run([MAIN, "train", "--resume", str(moved), "--max-updates", "8",
+                          "--skip-online-eval"], point["env"], point["cwd"])
+    assert code == 0, err
+    assert ckpt_files(moved) == ["best.ckpt", "last.ckpt"]         # no best-v1, last-v1
+    assert f"Best checkpoint (val/loss " in out and f"): {moved}/checkpoints/best.ckpt" in out
+    assert f"Last checkpoint: {moved}/checkpoints/last.ckpt" in out
+    assert str(point["run"].parent) not in out
+    saved = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)
+    assert int(saved["state_dict"]["num_updates"]) == 8
+    (state,) = [v for k, v in saved["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert state["dirpath"] == str((moved / "checkpoints").resolve())
+    assert state["best_model_path"] == str((moved / "checkpoints" / "best.ckpt").resolve())
