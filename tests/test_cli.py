@@ -186,7 +186,8 @@ def test_checkpoint_for_other_shapes_is_refused(trained, toy_dataset, tmp_path):
                         "--checkpoint", str(toy_checkpoint)], pusher_env, tmp_path,
                        "observations of size 2", "--dataset toy/known/values-v0")
     expect_usage_error([str(ROOT / "eval_online.py"), "--checkpoint", str(toy_checkpoint),
-                        "--env", "Pusher-v5"], env, tmp_path, "observations of size 2")
+                        "--env", "Pusher-v5"], env, tmp_path, "observations Box of 2 values",
+                       "23 observation values")
 
 
 def test_every_help_page_prints(tmp_path):

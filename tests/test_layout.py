@@ -15,11 +15,12 @@ ALLOWED = {
     "meanflow_ql": {"config", "dataset"},
     "policy": {"config", "dataset", "meanflow_ql"},
     "logs": {"config"},
+    "checkpoints": {"config"},
     "eval_online": {"config", "dataset", "meanflow_ql", "policy", "logs", "builders"},
     "builders": {"builders"},
     "collect": {"config", "builders"},
     "main": {"config", "dataset", "meanflow_ql", "policy", "eval_online", "collect", "logs",
-             "builders"},
+             "builders", "checkpoints"},
 }
 
 
