@@ -58,10 +58,6 @@ def test_ctrl_c_while_collecting_ends_in_one_line(minari_path, tmp_path):
         minari_path.joinpath("local").rglob("data"))
 
 
-TOY = ["--dataset", "toy/known/values-v0", "--batch-size", "4", "--actor-hidden-dim", "16",
-       "--critic-hidden-dim", "16", "--skip-online-eval"]
-
-
 def run(args, env, cwd, timeout=600):
     """`python <args>` in a subprocess: (exit code, stdout, stderr)."""
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
@@ -75,16 +71,34 @@ def read_csv(path):
         return list(csv.DictReader(file))
 
 
-def test_every_printed_and_logged_figure_is_the_current_updates(toy_dataset, tmp_path):
-    code, out, err = run([MAIN, "train", *TOY, "--num-updates", "25", "--val-every-updates",
-                          "10", "--progress-every", "5", "--logger", "csv",
-                          "--output-dir", str(tmp_path / "runs")], dict(os.environ), tmp_path)
+@pytest.fixture(scope="module")
+def point(tmp_path_factory):
+    """A run trained for 25 updates on rollouts of PointToy-v0 (observations a Box of 4 values,
+    actions Box(-1, 1, (2,))), its environment recorded in the dataset; a progress line every
+    5 updates, a validation every 10, a CSV log."""
+    base = tmp_path_factory.mktemp("point")
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(base / "minari")}
+    with collect.datasets_root(env["MINARI_DATASETS_PATH"]):
+        toy = gym.make("PointToy-v0")
+        minari.create_dataset_from_buffers("toy/point/random-v0", rollouts(toy, 6, 0,
+                                                                           random_actions),
+                                           env=toy, algorithm_name="random")
+    code, out, err = run([MAIN, "train", "--dataset", "toy/point/random-v0", "--max-updates",
+                          "25", "--val-every-updates", "10", "--progress-every", "5",
+                          "--logger", "csv", "--skip-online-eval", *TINY,
+                          "--output-dir", str(base / "runs")], env, base)
     assert code == 0, err
+    (run_dir,) = (base / "runs").iterdir()
+    return {"env": env, "cwd": base, "run": run_dir, "out": out}
+
+
+def test_every_printed_and_logged_figure_is_the_current_updates(point):
+    out = point["out"]
     lines = [line.split(", ") for line in out.splitlines() if line.startswith("update ")]
     assert [line[0] for line in lines] == [f"update {n}/25" for n in (5, 10, 15, 20, 25)]
     actor = [float(line[1].split()[1]) for line in lines]
     assert len(set(actor)) == 5                   # five updates, five different losses
-    rows = read_csv(next((tmp_path / "runs").glob("*/csv/metrics.csv")))
+    rows = read_csv(point["run"] / "csv" / "metrics.csv")
     training = {int(row["step"]): row for row in rows if row["loss/actor"]}
     # Written at the update they belong to (updates 1 and 25), each once.
     assert sorted(training) == [1, 25] and all(float(training[s]["updates"]) == s
@@ -94,25 +108,6 @@ def test_every_printed_and_logged_figure_is_the_current_updates(toy_dataset, tmp
     assert validated == [10, 20, 25]
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("validation")] \
         == [f"validation at update {n}" for n in validated]
-
-
-@pytest.fixture(scope="module")
-def point(tmp_path_factory):
-    """A run trained for 4 updates on rollouts of PointToy-v0 (observations a Box of 4 values,
-    actions Box(-1, 1, (2,))), its environment recorded in the dataset."""
-    base = tmp_path_factory.mktemp("point")
-    env = {**os.environ, "MINARI_DATASETS_PATH": str(base / "minari")}
-    with collect.datasets_root(env["MINARI_DATASETS_PATH"]):
-        toy = gym.make("PointToy-v0")
-        minari.create_dataset_from_buffers("toy/point/random-v0", rollouts(toy, 6, 0,
-                                                                           random_actions),
-                                           env=toy, algorithm_name="random")
-    code, out, err = run([MAIN, "train", "--dataset", "toy/point/random-v0", "--max-updates",
-                          "4", "--val-every-updates", "2", "--skip-online-eval", *TINY,
-                          "--output-dir", str(base / "runs")], env, base)
-    assert code == 0, err
-    (run_dir,) = (base / "runs").iterdir()
-    return {"env": env, "cwd": base, "run": run_dir}
 
 
 def copy_run(point, to):
@@ -140,10 +135,10 @@ def test_checkpoints_of_older_formats_load_newer_ones_are_refused(point, tmp_pat
     assert "action MSE (raw units)" in out and "over 2 episodes" in out
     code, out, err = run_here([EVAL, "--checkpoint", str(last), "--episodes", "1"], env, cwd)
     assert code == 0, err
-    code, out, err = run([MAIN, "train", "--resume", str(old_run), "--max-updates", "6",
+    code, out, err = run([MAIN, "train", "--resume", str(old_run), "--max-updates", "27",
                           "--skip-online-eval"], env, cwd)
     assert code == 0, err
-    assert "Finished after 6 updates" in out
+    assert "Finished after 27 updates" in out
     resumed = torch.load(last, weights_only=True)               # now in this format
     assert resumed[FORMAT_KEY] == CHECKPOINT_FORMAT
     assert resumed["hyper_parameters"]["obs_keys"] == [""]
@@ -203,7 +198,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_good_one(point, tmp_
     blocks = len(before["last.ckpt"]) // 1024 - 2
     code, out, err = run(["-c", f"import subprocess, sys; sys.exit(subprocess.call(['bash', "
                           f"'-c', 'ulimit -f {blocks}; exec {sys.executable} {MAIN} train "
-                          f"--resume {run_dir} --max-updates 8']))"], point["env"], point["cwd"])
+                          f"--resume {run_dir} --max-updates 30']))"], point["env"], point["cwd"])
     assert code == 2 and "Traceback" not in err, err
     assert f"Checkpoint {run_dir / 'checkpoints'}/" in err and "could not be written" in err
     assert "ulimit -f" in err and "is kept unchanged" in err
@@ -251,15 +246,16 @@ def test_run_settings_lightning_rejects_end_before_a_run_directory(point, tmp_pa
 def test_a_moved_run_directory_resumes_into_its_own_checkpoints(point, tmp_path):
     moved = shutil.move(str(copy_run(point, tmp_path / "before")), tmp_path / "after")
     moved = Path(moved).resolve()
-    code, out, err = run([MAIN, "train", "--resume", str(moved), "--max-updates", "8",
-                          "--skip-online-eval"], point["env"], point["cwd"])
+    code, out, err = run([MAIN, "train", "--resume", str(moved), "--max-updates", "30",
+                          "--val-every-updates", "2", "--skip-online-eval"], point["env"],
+                         point["cwd"])
     assert code == 0, err
     assert ckpt_files(moved) == ["best.ckpt", "last.ckpt"]         # no best-v1, last-v1
     assert f"Best checkpoint (val/loss " in out and f"): {moved}/checkpoints/best.ckpt" in out
     assert f"Last checkpoint: {moved}/checkpoints/last.ckpt" in out
     assert str(point["run"].parent) not in out
     saved = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)
-    assert int(saved["state_dict"]["num_updates"]) == 8
+    assert int(saved["state_dict"]["num_updates"]) == 30
     (state,) = [v for k, v in saved["callbacks"].items() if k.startswith("ModelCheckpoint")]
     assert state["dirpath"] == str((moved / "checkpoints").resolve())
     assert state["best_model_path"] == str((moved / "checkpoints" / "best.ckpt").resolve())
