@@ -341,17 +341,21 @@ def make_online_eval_callback(dataset, env_spec, every: int, episodes: int, seed
                 self.last = summarize(results, dataset)
                 self.rolled_out = updates
             self.rounds += 1
-            # At every validation (the latest figures), so checkpointing and early stopping
-            # always find them; into the logs only at the update they were rolled out at, and
-            # the console line says when that was (eval/update).
-            fresh = self.rolled_out == updates
-            pl_module.log("eval/return", self.last["return_mean"], prog_bar=True, logger=fresh)
+            figures = {"eval/return": self.last["return_mean"]}
             if "normalized_score_mean" in self.last:
-                pl_module.log("eval/normalized_score", self.last["normalized_score_mean"],
-                              logger=fresh)
+                figures["eval/normalized_score"] = self.last["normalized_score_mean"]
             if "success_rate" in self.last:
-                pl_module.log("eval/success_rate", self.last["success_rate"], logger=fresh)
+                figures["eval/success_rate"] = self.last["success_rate"]
+            # Handed to Lightning at every validation (the latest figures), so checkpointing
+            # and early stopping always find them, but not to its loggers: the logs get them
+            # only at the update they were rolled out at, and the console line says when that
+            # was (eval/update).
+            for key, value in figures.items():
+                pl_module.log(key, value, prog_bar=key == "eval/return", logger=False)
             pl_module.log("eval/update", float(self.rolled_out), logger=False)
+            if self.rolled_out == updates:
+                for logger in pl_module.loggers:
+                    logger.log_metrics(figures, step=updates)
 
     return OnlineEvaluation()
 

@@ -75,7 +75,8 @@ def read_csv(path):
 def point(tmp_path_factory):
     """A run trained for 25 updates on rollouts of PointToy-v0 (observations a Box of 4 values,
     actions Box(-1, 1, (2,))), its environment recorded in the dataset; a progress line every
-    5 updates, a validation every 10, a CSV log."""
+    5 updates, a validation every 10, an online evaluation every second validation, a CSV
+    log."""
     base = tmp_path_factory.mktemp("point")
     env = {**os.environ, "MINARI_DATASETS_PATH": str(base / "minari")}
     with collect.datasets_root(env["MINARI_DATASETS_PATH"]):
@@ -85,6 +86,7 @@ def point(tmp_path_factory):
                                            env=toy, algorithm_name="random")
     code, out, err = run([MAIN, "train", "--dataset", "toy/point/random-v0", "--max-updates",
                           "25", "--val-every-updates", "10", "--progress-every", "5",
+                          "--eval-every", "2", "--eval-episodes", "1",
                           "--logger", "csv", "--skip-online-eval", *TINY,
                           "--output-dir", str(base / "runs")], env, base)
     assert code == 0, err
@@ -106,8 +108,13 @@ def test_every_printed_and_logged_figure_is_the_current_updates(point):
     assert float(training[25]["loss/actor"]) == pytest.approx(actor[-1], abs=1e-4)
     validated = [int(row["step"]) for row in rows if row["val/loss"]]
     assert validated == [10, 20, 25]
-    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("validation")] \
-        == [f"validation at update {n}" for n in validated]
+    lines = [line for line in out.splitlines() if line.startswith("validation")]
+    assert [line.split(":")[0] for line in lines] == [f"validation at update {n}"
+                                                      for n in validated]
+    # Rollouts at the first and third validation; the second shows the first's, dated.
+    assert [int(row["step"]) for row in rows if row["eval/return"]] == [10, 25]
+    assert [line.endswith("(eval/ figures rolled out at update 10)") for line in lines] \
+        == [False, True, False] and all("eval/return" in line for line in lines)
 
 
 def copy_run(point, to):
@@ -251,7 +258,7 @@ def test_a_moved_run_directory_resumes_into_its_own_checkpoints(point, tmp_path)
                          point["cwd"])
     assert code == 0, err
     assert ckpt_files(moved) == ["best.ckpt", "last.ckpt"]         # no best-v1, last-v1
-    assert f"Best checkpoint (val/loss " in out and f"): {moved}/checkpoints/best.ckpt" in out
+    assert "Best checkpoint (eval/return " in out and f"): {moved}/checkpoints/best.ckpt" in out
     assert f"Last checkpoint: {moved}/checkpoints/last.ckpt" in out
     assert str(point["run"].parent) not in out
     saved = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)
