@@ -25,14 +25,15 @@ SMALL_CONFIG = dict(batch_size=64, actor_hidden_dim=64, critic_hidden_dim=64)
 
 
 class LossRecorder(L.Callback):
-    """Both losses after every update (the module logs every log_every_n_steps updates)."""
+    """Both losses after every update (each update's own figures, `latest_figures`; the module
+    writes to the loggers only every log_every_n_steps updates)."""
 
     def __init__(self):
         self.losses = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        metrics = trainer.callback_metrics
-        self.losses.append((float(metrics["loss/critic"]), float(metrics["loss/actor"])))
+        figures = module.latest_figures
+        self.losses.append((float(figures["loss/critic"]), float(figures["loss/actor"])))
 
 
 def fit(pusher, compile_setting: str, updates: int):
