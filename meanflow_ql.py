@@ -500,10 +500,11 @@ class MeanFlowQL(L.LightningModule):
         return model
 
     def _apply(self, fn, recurse: bool = True):
-        # The bounds and the reward scale keep their dtype and values under every precision
-        # (bf16-true, 16-true and 64-true cast the whole module), as the normalisers do.
-        return keep_dtypes(self, ("action_low", "action_high", "reward_scale"), super()._apply,
-                           fn, recurse)
+        # The bounds, the reward scale and the support constraint's dual variable keep their
+        # dtype and values under every precision (bf16-true, 16-true and 64-true cast the whole
+        # module), as the normalisers do: a bf16 log weight could not take the dual's small steps.
+        return keep_dtypes(self, ("action_low", "action_high", "reward_scale",
+                                  "support_log_weight"), super()._apply, fn, recurse)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[FORMAT_KEY] = CHECKPOINT_FORMAT
