@@ -464,6 +464,14 @@ def load_config_file(path: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise UsageError(f"Config file {file} must hold a mapping of setting names to values "
                          f"(like a run's config.json), not a {type(raw).__name__}.")
+    return settings_from_mapping(raw, f"Config file {file}")
+
+
+def settings_from_mapping(raw: dict, where: str) -> dict:
+    """TrainConfig settings from a mapping of setting names (snake_case or kebab-case) to values,
+    each converted to its field's type; `where` names the mapping's source in messages ("Config
+    file x.yaml", "Sweep spec s.yaml, setting bc"). An unknown key, a key given twice or a value
+    that cannot be converted raises UsageError naming the key."""
     hints = typing.get_type_hints(TrainConfig)
     values: dict = {}
     for key, value in raw.items():
@@ -471,15 +479,15 @@ def load_config_file(path: str | Path) -> dict:
         if name not in hints:
             close = difflib.get_close_matches(name, list(hints), n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
-            raise UsageError(f"Config file {file} has an unknown key {key!r}.{hint} Its keys are "
+            raise UsageError(f"{where} has an unknown key {key!r}.{hint} Its keys are "
                              f"the names of the training settings (python main.py train --help).")
         if name in values:
-            raise UsageError(f"Config file {file} sets {name} twice (as snake_case and as "
+            raise UsageError(f"{where} sets {name} twice (as snake_case and as "
                              f"kebab-case). Keep one.")
         try:
             values[name] = coerce(value, hints[name])
         except (TypeError, ValueError):
-            raise UsageError(f"Config file {file}: {key} must be {TYPE_WORDS[hints[name]]}, "
+            raise UsageError(f"{where}: {key} must be {TYPE_WORDS[hints[name]]}, "
                              f"got {value!r}. Fix the value or remove the key.") from None
     return values
 

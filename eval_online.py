@@ -24,6 +24,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")   # headless MuJoCo rendering
 from config import TEST_SEED, VALIDATION_SEED, UsageError, expand_user_in_environment  # noqa: E402
 from dataset import add_batch_axis, first_line, load_dataset  # noqa: E402
 from policy import MeanFlowPolicy, ZeroPolicy, load_checkpoint  # noqa: E402
+from runs import online_result_path  # noqa: E402
 from builders import pusher  # noqa: E402
 import logs  # noqa: E402
 
@@ -368,7 +369,9 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
                         env_id: str | None = None, video: str | None = None,
                         log_to_tensorboard: bool = False, progress: bool = True,
                         missing_env_ok: bool = False, log_video: bool = False) -> dict | None:
-    """Evaluate a checkpoint online, print and save the figures; returns the summary.
+    """Evaluate a checkpoint online, print the figures and save them beside the checkpoint,
+    named by their seeds (`runs.online_result_path`: last.online-test.json for test seeds,
+    last.online-validation.json for validation seeds); returns the summary.
 
     log_to_tensorboard: the figures go to the run's logs (`log_summary`). A rendered episode
     goes there too with `video` (which also writes it to that file) or `log_video`."""
@@ -398,7 +401,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset_id: str | None = None,
     summary = evaluate_policy(
         checked_policy, dataset, dataset_id, env_spec, episodes, seed, num_envs,
         progress and logs.interactive(), str(checkpoint),
-        checkpoint.with_name(checkpoint.stem + ".online.json"),
+        online_result_path(checkpoint, seed),
         action_horizon=policy.action_horizon, num_candidates=policy.num_candidates)
     if video or log_video:
         frames, fps = render_episode(policy, env_spec, seed)

@@ -122,13 +122,25 @@ def check_loggers(cfg: TrainConfig) -> None:
                              "`pip install wandb`, or leave wandb out of --logger.") from None
 
 
+def wandb_server() -> tuple[str, int]:
+    """(host, port) of the W&B server: WANDB_BASE_URL's (a self-hosted server) when set, else
+    W&B's cloud, api.wandb.ai:443."""
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("WANDB_BASE_URL", "").strip()
+    if not url:
+        return "api.wandb.ai", 443
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    return parts.hostname or "api.wandb.ai", parts.port or (80 if parts.scheme == "http" else 443)
+
+
 def wandb_offline() -> bool:
     """Offline W&B (synced later with `wandb sync`) when the user did not choose a WANDB_MODE
-    and W&B's server cannot be reached within 3 seconds."""
+    and the W&B server (`wandb_server`) cannot be reached within 3 seconds."""
     if "WANDB_MODE" in os.environ:
         return False
     try:
-        socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
+        socket.create_connection(wandb_server(), timeout=3).close()
         return False
     except OSError:
         return True
@@ -151,8 +163,9 @@ def make_loggers(cfg: TrainConfig, run_dir: Path, resumed: bool = False) -> list
             from lightning.pytorch.loggers import WandbLogger
             offline = wandb_offline()
             if offline:
-                print(f"W&B: no network, logging offline under {run_dir / 'wandb'}; upload "
-                      f"later with `wandb sync {run_dir / 'wandb'}/offline-run-*`.", flush=True)
+                host, port = wandb_server()
+                print(f"W&B: {host}:{port} cannot be reached, logging offline under "
+                      f"{run_dir / 'wandb'}; upload later with `wandb sync {run_dir / 'wandb'}/offline-run-*`.", flush=True)
             # The run directory's name as W&B's run id: a resumed run continues the same one.
             loggers.append(WandbLogger(save_dir=str(run_dir), project=WANDB_PROJECT,
                                        name=run_dir.name, id=run_dir.name, resume="allow",

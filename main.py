@@ -3,6 +3,7 @@
     python main.py train [--dataset ID] [--epochs N] [--batch-size B] [...]
     python main.py test  [--dataset ID] [--checkpoint PATH] [--skip-online-eval]
     python main.py collect --dataset local/pusher/expert-v0 [--episodes N] [--list]
+    python main.py sweep SPEC.yaml [--address ADDR] [--report] [--dry-run]   (docs/sweeps.md)
 
 Mistakes the user can fix end with one message and exit code 2, never with a traceback.
 """
@@ -15,28 +16,16 @@ import json
 import os
 import shlex
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from config import DEFAULT_DATASET, TEST_SEED, TrainConfig, UsageError, add_config_arguments, \
     add_config_file_argument, config_from_args, expand_user_in_environment
+from runs import check_named_run_dir, dataset_slug, new_run_dir, validation_record_callback
 
 
 # --- runs ---------------------------------------------------------------------------------------
-
-def dataset_slug(dataset_id: str) -> str:
-    return dataset_id.replace("/", "-")
-
-
-def new_run_dir(cfg: TrainConfig) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.output_dir).expanduser() / f"{dataset_slug(cfg.dataset)}_seed{cfg.seed}_{stamp}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
-    return run_dir
 
 
 def newest_checkpoint(output_dir: str, dataset_id: str) -> Path:
@@ -241,10 +230,11 @@ def data_record_callback(record: dict):
 
 
 def prepare_run(cfg: TrainConfig, resume: str | None = None,
-                typed: dict | None = None) -> PreparedRun:
+                typed: dict | None = None, run_dir: str | None = None) -> PreparedRun:
     """The data, module, callbacks and Trainer of a new or resumed run (a resumed one built from
     the checkpoint's settings and the running settings typed beside --resume). A new run's
-    directory and config.json are written here; a resumed run writes nothing yet."""
+    directory (`run_dir`, else a new timestamped one under output_dir) and config.json are
+    written here; a resumed run writes nothing yet."""
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -286,7 +276,7 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     if not resume:
         # DDP's extra processes re-run this script: they must join the first one's run directory.
         # Made below, once Lightning has accepted the run settings.
-        run_dir = Path(os.environ.get("MEANFLOW_QL_RUN_DIR") or new_run_dir(cfg))
+        run_dir = Path(os.environ.get("MEANFLOW_QL_RUN_DIR") or run_dir or new_run_dir(cfg))
     checkpoints = run_dir / "checkpoints"
     # What best.ckpt means: with --eval-every, the best online score on validation seeds; else
     # the lowest validation loss, a behaviour-cloning metric that ranks BC runs but not Q
@@ -294,7 +284,8 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     monitor, mode = "val/loss", "min"
     # A bar on a terminal; in a file, a line every progress_every updates.
     callbacks = [logs.make_progress_bar() if logs.interactive()
-                 else logs.make_line_progress(cfg.progress_every), data_record_callback(record)]
+                 else logs.make_line_progress(cfg.progress_every), data_record_callback(record),
+                 validation_record_callback(run_dir)]
     if cfg.eval_every > 0:
         import eval_online
         callbacks.append(eval_online.make_online_eval_callback(
@@ -327,6 +318,9 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     if not resume:
         checkpoints_io.make_run_dir(run_dir, json.dumps(cfg.to_dict(), indent=2) + "\n")
         os.environ["MEANFLOW_QL_RUN_DIR"] = str(run_dir)
+    else:
+        # Every check passed: the validations after the checkpoint are about to be redone.
+        forget_validations_after(run_dir, checkpoint_path)
     print(f"Run directory: {run_dir}{' (resumed from ' + str(checkpoint_path) + ')' if resume else ''}"
           f"\nData: {data.describe()}", flush=True)
     return PreparedRun(cfg, run_dir, data, model, trainer, checkpoint, monitor, checkpoint_path)
@@ -391,12 +385,12 @@ def lightning_refusal(cfg: TrainConfig, err: Exception) -> str:
 
 
 def train(cfg: TrainConfig, resume: str | None = None,
-          typed: dict | None = None) -> Path | None:
+          typed: dict | None = None, run_dir: str | None = None) -> Path | None:
     """Fit; returns the checkpoint that is the run's result (None in DDP's extra processes):
     last.ckpt with Q learning on, best.ckpt for pure behaviour cloning (`result_checkpoint`)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    run = prepare_run(cfg, resume, typed)
+    run = prepare_run(cfg, resume, typed, run_dir)
     cfg, run_dir, model, trainer, checkpoint = run.cfg, run.run_dir, run.model, run.trainer, \
         run.checkpoint
     checkpoints = run_dir / "checkpoints"
@@ -462,6 +456,26 @@ def validation_schedule(cfg: TrainConfig) -> dict:
     # At least one validation before the budget ends, so best.ckpt exists.
     return {"check_val_every_n_epoch": None,
             "val_check_interval": min(cfg.val_every_updates, cfg.capped(cfg.num_updates))}
+
+
+def forget_validations_after(run_dir: Path, checkpoint: Path) -> None:
+    """Drop the validation records an interrupted run wrote after the checkpoint it resumes
+    from: the resumed run validates those updates again."""
+    import torch
+
+    from runs import VALIDATIONS, read_validations
+
+    path = run_dir / VALIDATIONS
+    if not path.is_file():
+        return
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    updates = int(saved["state_dict"]["num_updates"]) if "state_dict" in saved else None
+    if updates is None:
+        return
+    kept = [r for r in read_validations(run_dir) if r["updates"] <= updates]
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(temporary, path)
 
 
 class Interrupted(Exception):
@@ -549,6 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--skip-online-eval", action="store_true",
                               help="skip the online evaluation of the result checkpoint "
                                    "after training")
+    train_parser.add_argument("--run-dir", metavar="DIR",
+                              help="the run's directory, as named (no timestamp; created when "
+                                   "missing, refused when it holds a run) instead of a new "
+                                   "<output-dir>/<dataset>_seed<S>_<time>")
 
     test_parser = commands.add_parser("test", help="offline (and online) test of a checkpoint")
     test_parser.add_argument("--dataset", help="dataset id (default: the checkpoint's)")
@@ -568,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="accepted for the seed's command lines; testing runs in float32")
     commands.add_parser("collect", help="build a local Minari dataset (see collect --help)",
                         add_help=False)
+    commands.add_parser("sweep", help="datasets x settings x seeds on Ray (see sweep --help)",
+                        add_help=False)
     return parser
 
 
@@ -582,6 +602,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["collect"]:
         import collect
         return collect.main(argv[1:], prog="main.py collect")
+    if argv[:1] == ["sweep"]:
+        from sweep.cli import main as sweep_main
+        return sweep_main(argv[1:], prog="main.py sweep")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -592,8 +615,21 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError("--config starts a new run from a file of settings, while "
                                  "--resume continues a saved run with its own settings: pass one "
                                  "of them, not both.")
+            cfg = config_from_args(args, parser)
+            if args.run_dir:
+                if args.resume:
+                    raise UsageError("--run-dir names a new run's directory, while --resume "
+                                     "continues a saved run in its own: pass one of them.")
+                run_dir = check_named_run_dir(args.run_dir)
+                if "output_dir" in typed and Path(cfg.output_dir).expanduser().resolve() != \
+                        run_dir.resolve().parent:
+                    raise UsageError(f"--output-dir {cfg.output_dir} and --run-dir "
+                                     f"{args.run_dir} disagree on where the run lives: pass one.")
+                # config.json says where the run lives, as output_dir would have.
+                cfg = TrainConfig.from_dict({**cfg.to_dict(),
+                                             "output_dir": str(run_dir.resolve().parent)})
             try:
-                best = train(config_from_args(args, parser), resume=args.resume, typed=typed)
+                best = train(cfg, resume=args.resume, typed=typed, run_dir=args.run_dir)
             except NonFiniteLossError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1

@@ -508,6 +508,12 @@ class MeanFlowQL(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[FORMAT_KEY] = CHECKPOINT_FORMAT
+        # Lightning's global_step counts optimizer steps (a critic and an actor step per
+        # update): the checkpoint also says how many updates, and which count is which.
+        checkpoint["updates"] = int(self.num_updates)
+        checkpoint["counts"] = {"updates": "updates done (one critic and one actor step each)",
+                                "global_step": "Lightning's optimizer steps, two per update "
+                                               "(one when the critic is not trained)"}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints written before rewards could be scaled trained on unscaled rewards.
