@@ -165,7 +165,8 @@ def make_loggers(cfg: TrainConfig, run_dir: Path, resumed: bool = False) -> list
             if offline:
                 host, port = wandb_server()
                 print(f"W&B: {host}:{port} cannot be reached, logging offline under "
-                      f"{run_dir / 'wandb'}; upload later with `wandb sync {run_dir / 'wandb'}/offline-run-*`.", flush=True)
+                      f"{run_dir / 'wandb'}; upload later with "
+                      f"`wandb sync {run_dir / 'wandb'}/offline-run-*`.", flush=True)
             # The run directory's name as W&B's run id: a resumed run continues the same one.
             loggers.append(WandbLogger(save_dir=str(run_dir), project=WANDB_PROJECT,
                                        name=run_dir.name, id=run_dir.name, resume="allow",
