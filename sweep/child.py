@@ -2,8 +2,8 @@
 
 An ordinary `main.py train` run into TRIAL_DIR/run (new, or resumed from its last.ckpt when an
 earlier attempt left one), then the online evaluation the spec names on the result checkpoint.
-It writes TRIAL_DIR/outcome.json (the updates it started from and reached, the evaluation
-summary with per-episode scores) and exits with train's code: 0 done, 1 a non-finite loss or a
+It writes TRIAL_DIR/outcome.json (the updates it started from and reached, its exit code, the
+evaluation summary with per-episode scores) and exits with train's code: 0 done, 1 a non-finite loss or a
 crash, 2 a usage error, 130/143 stopped by SIGINT/SIGTERM after saving last.ckpt. The Ray task
 (`sweep.engine.run_trial`) turns that into trial.json.
 """
@@ -62,7 +62,7 @@ def attempt(folder: Path) -> int:
     last = run_dir / "checkpoints" / "last.ckpt"
     outcome = {"resumed_from_updates": None, "updates": None, "evaluation": None}
     if last.is_file():
-        outcome["resumed_from_updates"] = saved_updates(last)
+        outcome["resumed_from_updates"] = outcome["updates"] = saved_updates(last)
         argv = ["train", "--resume", str(run_dir), "--skip-online-eval"]
     else:
         if run_dir.exists():
@@ -70,6 +70,8 @@ def attempt(folder: Path) -> int:
             shutil.rmtree(run_dir)
         argv = ["train", "--config", str(folder / "config.json"), "--run-dir", str(run_dir),
                 "--skip-online-eval"]
+    # Written now and again at the end: a process killed in between still says where it began.
+    write_json_atomic(folder / "outcome.json", outcome)
     print(f"sweep attempt: python main.py {' '.join(argv)}", flush=True)
     code = main.main(argv)
     outcome["updates"] = saved_updates(last) if last.is_file() else None
@@ -86,6 +88,7 @@ def attempt(folder: Path) -> int:
         except UsageError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             code = 2
+    outcome["exit_code"] = code
     write_json_atomic(folder / "outcome.json", outcome)
     return code
 

@@ -133,7 +133,6 @@ def run(args, spec, folder: Path) -> int:
         raise UsageError("`sweep` runs on Ray, which is not installed: `pip install -r "
                          "requirements-sweep.txt`.") from None
     from sweep import engine
-    from sweep.report import write_report
     from sweep.spec import check_datasets
 
     check_datasets(spec)
@@ -144,6 +143,10 @@ def run(args, spec, folder: Path) -> int:
     new = not folder.exists()
     to_run = prepare(spec, folder, args.retry_failed)
     total = len(spec.trials())
+    if not to_run:
+        print(f"Sweep {spec.name}: all {total} trials are done or failed; nothing to run "
+              f"(--retry-failed reruns failed ones). Folder: {folder}")
+        return finish(args, spec, folder, {"stopped": None})
     where = engine.connect(args.address)
     import ray
     try:
@@ -160,6 +163,15 @@ def run(args, spec, folder: Path) -> int:
                                    args.max_retries, print_trial)
     finally:
         ray.shutdown()
+    return finish(args, spec, folder, outcome)
+
+
+def finish(args, spec, folder: Path, outcome: dict) -> int:
+    """Print the sweep's state and report; the exit code: 0 all done, 1 some failed or not
+    finished, 130/143 stopped by SIGINT/SIGTERM."""
+    from sweep.report import write_report
+
+    total = len(spec.trials())
     records = [read_trial(trial_dir(folder, t.id)) for t in spec.trials()]
     counts = {s: sum(r["status"] == s for r in records) for s in ("done", "failed", "pending",
                                                                   "running")}

@@ -77,10 +77,18 @@ def run_trial(folder: str, cpus: float) -> dict:
     record = read_trial(folder)
     if record["status"] == "done":                      # finished before its worker was lost
         return record
-    for entry in record["history"]:
-        if entry.get("exit_code", 0) is None:
-            entry["exit_code"] = "lost"                 # its worker died; Ray retried the task
-            entry["ended"] = entry.get("ended") or time.time()
+    lost = [e for e in record["history"] if e["ended"] is None]
+    if lost:
+        # Its worker died (Ray retried the task): what its trial process wrote says the rest.
+        outcome = read_outcome(folder)
+        lost[-1].update(ended=time.time(), worker_lost=True,
+                        exit_code=outcome.get("exit_code", "lost"),
+                        resumed_from_updates=outcome.get("resumed_from_updates"),
+                        updates=outcome.get("updates"))
+        lost[-1]["wall_seconds"] = lost[-1]["ended"] - lost[-1]["started"]
+        record["exit_codes"].append(lost[-1]["exit_code"])
+        if outcome.get("updates") is not None:
+            record["updates"] = outcome["updates"]
     log = folder / "attempts.log"
     start = log.stat().st_size if log.is_file() else 0
     entry = {"attempt": record["attempts"] + 1, "node": ray.util.get_node_ip_address(),
@@ -117,14 +125,23 @@ def run_trial(folder: str, cpus: float) -> dict:
     return record
 
 
+def read_outcome(folder: Path) -> dict:
+    """What the last attempt's trial process wrote (sweep.child), removed once read."""
+    import json
+
+    path = folder / "outcome.json"
+    try:
+        outcome = json.loads(path.read_text())
+    except (OSError, ValueError):
+        outcome = {}
+    path.unlink(missing_ok=True)
+    return outcome
+
+
 def finish(folder: Path, record: dict, entry: dict, code: int, began: float, log: Path,
            start: int) -> None:
     """Write what an attempt ended with into trial.json."""
-    import json
-
-    outcome_file = folder / "outcome.json"
-    outcome = json.loads(outcome_file.read_text()) if outcome_file.is_file() else {}
-    outcome_file.unlink(missing_ok=True)
+    outcome = read_outcome(folder)
     entry.update(ended=time.time(), exit_code=code, wall_seconds=time.monotonic() - began,
                  resumed_from_updates=outcome.get("resumed_from_updates"),
                  updates=outcome.get("updates"))
@@ -186,8 +203,10 @@ def connect(address: str | None) -> str:
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise UsageError(f"Cannot connect to the Ray cluster at {address} ({err}). Start it "
-                             f"with `ray start --head` (docs/sweeps.md), or leave out --address "
-                             f"and RAY_ADDRESS to run on a local cluster.") from None
+                             f"with `ray start --head` (docs/sweeps.md); a cluster with token "
+                             f"authentication needs RAY_AUTH_MODE=token here too (and its "
+                             f"token); or leave out --address and RAY_ADDRESS to run on a "
+                             f"local cluster.") from None
         where = f"the Ray cluster at {address}"
     else:
         ray.init(address="local", **options)

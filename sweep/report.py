@@ -4,9 +4,9 @@ Per dataset and setting, over the trials that are done (one run each): the mean 
 runs' scores, and the interquartile mean (IQM) with a 95% stratified bootstrap interval as
 rliable defines it for papers (Agarwal et al. 2021; stats.py): over a runs x tasks matrix whose
 entries are each run's mean score over its evaluation episodes, runs resampled within each task.
-Per setting, one aggregate row over every dataset (the tasks), on the seeds done on all of
-them, when every dataset's score is the normalised one (returns of different tasks do not add
-up). A run's score is its mean normalised score (x 100) over the evaluation episodes where the
+Per setting, with several datasets, one aggregate row over all of them (the tasks), on the
+seeds done on all of them, when every dataset's score is the normalised one (returns of
+different tasks do not add up). A run's score is its mean normalised score (x 100) over the evaluation episodes where the
 dataset stores reference scores, else its mean return.
 
 The learning curves: per dataset, the validation figure each setting's runs logged at each
@@ -62,7 +62,7 @@ def build_results(spec: dict, records: list[dict]) -> dict:
                  if all(s in per_dataset.get(d, {}) for d in spec["datasets"])]
         kinds = {per_dataset[d][s]["evaluation"]["score_kind"]
                  for d in spec["datasets"] for s in seeds}
-        if seeds and (kinds == {"normalised score"} or len(spec["datasets"]) == 1):
+        if len(spec["datasets"]) > 1 and seeds and kinds == {"normalised score"}:
             matrix = np.array([[per_dataset[d][s]["evaluation"]["score"]
                                 for d in spec["datasets"]] for s in seeds])   # (runs, tasks)
             aggregate.append({"setting": setting, "tasks": len(spec["datasets"]),
