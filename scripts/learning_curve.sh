@@ -41,7 +41,7 @@ for ((updates = STEP; updates <= BUDGET; updates += STEP)); do
   run_dir=$(cat "$dir/run_dir")
   OMP_NUM_THREADS=1 python eval_online.py --checkpoint "$run_dir/checkpoints/last.ckpt" \
     --episodes "$EPISODES" >> "$log" 2>&1
-  mv "$run_dir/checkpoints/last.online.json" "$dir/test_${updates}.json"
+  mv "$run_dir/checkpoints/last.online-test.json" "$dir/test_${updates}.json"
   python - "$dir/test_${updates}.json" "$updates" "$(( $(date +%s) - start ))" \
     >> "$dir/legs.tsv" <<'EOF'
 import json, sys

@@ -13,13 +13,16 @@ Besides the results.json this script writes ("format": 2), two kinds of results 
 commands) and "curve" (success rate per method, seed and update count; scripts/figures.py draws
 them).
 
-Reads what scripts/results.sh writes under OUT:
+Reads what scripts/results.sh writes under OUT: the sweep's trials (OUT/<name>/trials/*/
+trial.json, `python main.py sweep scripts/results.yaml --output-dir OUT`; the method is the
+trial's setting, meanflow_ql or meanflow_bc), and, from before the sweep, runs of the old loop:
 
 - logs/<slug>_<method>_seed<S>.log (slug: the dataset id with "/" as "-"; method: meanflow_ql or
   meanflow_bc, with "-<tag>" for a tagged variant), each naming its run directory and ending
-  with "wall_seconds N"; the run's checkpoints/last.online.json is its final checkpoint on the
-  test seeds (checkpoints/last.validation.json, the same on validation seeds, is kept in the
-  JSON but not tabulated);
+  with "wall_seconds N"; the run's checkpoints/last.online-test.json is its final checkpoint on
+  the test seeds (checkpoints/last.online-validation.json, the same on validation seeds, is kept
+  in the JSON but not tabulated; last.online.json and last.validation.json, as older runs named
+  them, are read too);
 - baselines/<slug>_zero.json: the zero-action policy on the same test seeds;
 - the Minari dataset itself (its id is in the JSONs' "dataset"), for its own episodes.
 
@@ -99,6 +102,11 @@ def evaluation(summary: dict) -> dict:
     return out
 
 
+def first_file(folder: Path, *names: str) -> Path:
+    """The first of `names` in `folder` that exists, else the first name."""
+    return next((folder / n for n in names if (folder / n).is_file()), folder / names[0])
+
+
 def read_run(log: Path) -> tuple[dict | None, str]:
     """A finished run's figures, or None and why not."""
     text = log.read_text()
@@ -108,7 +116,9 @@ def read_run(log: Path) -> tuple[dict | None, str]:
     if not (run_dir and wall and updates):
         return None, "unfinished (no run directory, 'Finished after' or wall_seconds line)"
     checkpoints = Path(run_dir.group(1).strip()) / "checkpoints"
-    test = checkpoints / "last.online.json"
+    # Named by their seeds; runs evaluated before that wrote last.online.json (test seeds) and
+    # scripts/results.sh renamed the validation-seed one last.validation.json.
+    test = first_file(checkpoints, "last.online-test.json", "last.online.json")
     if not test.is_file():
         return None, f"no test-seed evaluation {test}"
     summary = json.loads(test.read_text())
@@ -121,7 +131,7 @@ def read_run(log: Path) -> tuple[dict | None, str]:
                          r"(?P<success>[\d.]+)", text, re.M)]
     if curve:
         run["curve"] = curve
-    validation = checkpoints / "last.validation.json"
+    validation = first_file(checkpoints, "last.online-validation.json", "last.validation.json")
     if validation.is_file():
         summary = json.loads(validation.read_text())
         run["validation"] = {k: v for k, v in evaluation(summary).items() if k != "episode_scores"}
@@ -151,9 +161,38 @@ def dataset_episodes(dataset_id: str) -> dict:
     return out
 
 
+def sweep_runs(out_dir: Path) -> list[tuple[str, dict]]:
+    """(method, run) of every done trial of the sweeps under out_dir (OUT/<name>/trials/*/
+    trial.json, as `python main.py sweep scripts/results.yaml --output-dir OUT` writes them):
+    the method is the trial's setting."""
+    found = []
+    for path in sorted(out_dir.glob("*/trials/*/trial.json")):
+        trial = json.loads(path.read_text())
+        evaluated = trial.get("evaluation")
+        if trial["status"] != "done" or not evaluated or evaluated["seeds"] != "test":
+            print(f"skipped {path}: {trial['status']}, no test-seed evaluation")
+            continue
+        summary = {"dataset": trial["dataset"], "seed": evaluated["first_seed"],
+                   "returns": evaluated["returns"], "return_mean": evaluated["return_mean"],
+                   **({"success_rate": evaluated["success_rate"]}
+                      if "success_rate" in evaluated else {})}
+        run = {"seed": trial["seed"], "trial": str(path), "run_dir": str(path.parent / "run"),
+               "wall_seconds": round(trial["wall_seconds"]), "updates": trial["updates"],
+               "dataset": trial["dataset"], **evaluation(summary)}
+        curve = [{"updates": v["updates"], "success_rate": v["eval/success_rate"]}
+                 for v in trial.get("validations", []) if v.get("eval/success_rate") is not None]
+        if curve:
+            run["curve"] = curve
+        found.append((trial["setting"], run))
+    return found
+
+
 def collect(out_dir: Path) -> dict:
-    """Every finished run, baseline and dataset under out_dir, as results.json holds them."""
+    """Every finished run (from results.sh's logs or a sweep's trials), baseline and dataset
+    under out_dir, as results.json holds them."""
     runs: dict[str, dict[str, list]] = {}
+    for method, run in sweep_runs(out_dir):
+        runs.setdefault(run.pop("dataset"), {}).setdefault(method, []).append(run)
     for log in sorted((out_dir / "logs").glob("*.log")):
         match = LOG_NAME.fullmatch(log.name)
         if not match:
@@ -426,7 +465,8 @@ def fill_docs(root: Path) -> list[Path]:
 
 def main(out: str = "results") -> int:
     out_dir = Path(out)
-    results = collect(out_dir) if (out_dir / "logs").is_dir() else {"datasets": {}}
+    has_runs = (out_dir / "logs").is_dir() or any(out_dir.glob("*/trials/*/trial.json"))
+    results = collect(out_dir) if has_runs else {"datasets": {}}
     if not results["datasets"]:
         saved = out_dir / "results.json"
         if not saved.is_file():

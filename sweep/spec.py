@@ -27,7 +27,7 @@ EVALUATE_KEYS = {"episodes": 10, "seeds": "test", "num_envs": 1}
 # Settings the sweep itself decides: from the grid (dataset, seed) or its layout (output_dir).
 OWNED = {"dataset": "the datasets list", "seed": "the seeds list",
          "output_dir": "the sweep's layout (--output-dir of `sweep`)"}
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ def parse_spec(raw, file: Path) -> Spec:
                              f"settings (docs/sweeps.md).")
     name = raw["name"]
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise UsageError(f"{where}: name must be one word of letters, digits, '.' and '-' (it "
-                         f"names the sweep's folder), got {name!r}.")
+        raise UsageError(f"{where}: name must be one word of letters, digits, '.', '_' and '-' "
+                         f"(it names the sweep's folder), got {name!r}.")
     datasets = nonempty_list(raw["datasets"], "datasets", where, str, "dataset ids")
     seeds = nonempty_list(raw["seeds"], "seeds", where, int, "integer seeds")
     if any(seed < 0 for seed in seeds):
@@ -122,7 +122,7 @@ def parse_spec(raw, file: Path) -> Spec:
     for setting, values in settings_raw.items():
         if not isinstance(setting, str) or not NAME.fullmatch(setting):
             raise UsageError(f"{where}: setting name {setting!r} must be one word of letters, "
-                             f"digits, '.' and '-' (it names trial folders).")
+                             f"digits, '.', '_' and '-' (it names trial folders).")
         named[setting] = settings(values, f"{where}, setting {setting}")
         for dataset in datasets:
             for seed in seeds[:1]:     # the seed changes no check

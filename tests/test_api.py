@@ -48,4 +48,4 @@ def test_usage_python_api_runs(checkpoint, monkeypatch, capsys):
     assert policy.model.cfg.max_updates == 5                  # the checkpoint trained here
     printed = capsys.readouterr().out
     assert f"{summary['return_mean']} {summary['normalized_score_mean']}" in printed
-    assert path.with_name("last.online.json").is_file()
+    assert path.with_name("last.online-test.json").is_file()

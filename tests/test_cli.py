@@ -47,9 +47,10 @@ def test_train_builds_the_default_dataset_and_writes_a_run(trained):
     # Q learning: the run's result is the final checkpoint, evaluated online (validation seeds).
     assert "The run's result: last.ckpt" in out
     assert "Online evaluation of last.ckpt" in out and "normalised score:" in out
-    online = json.loads((run_dir / "checkpoints" / "last.online.json").read_text())
+    online = json.loads((run_dir / "checkpoints" / "last.online-validation.json").read_text())
     assert online["seed"] == 2_000_000 and "success_rate" in online
-    assert not (run_dir / "checkpoints" / "best.online.json").exists()
+    assert not list((run_dir / "checkpoints").glob("best.online*.json"))
+    assert not (run_dir / "checkpoints" / "last.online-test.json").exists()   # test seeds: by `test`
 
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
@@ -71,7 +72,7 @@ def test_test_then_eval_online_give_the_same_figures(trained):
     offline = json.loads(best.with_name("last.test.json").read_text())
     assert offline["action_mse"] == pytest.approx(float_after(out, "(raw units):"), rel=1e-4)
     assert offline["episodes"] >= 1 and offline["action_mse"] > 0
-    online = json.loads(best.with_name("last.online.json").read_text())
+    online = json.loads(best.with_name("last.online-test.json").read_text())
     assert online["episodes"] == 2 and len(online["returns"]) == 2 and online["seed"] == 3_000_000
     assert online["return_mean"] == pytest.approx(float_after(out, "return:"), abs=1e-3)
     assert -200 < online["return_mean"] < 0 and "normalized_score_mean" in online
@@ -80,12 +81,12 @@ def test_test_then_eval_online_give_the_same_figures(trained):
     code, out2, err = run([str(ROOT / "eval_online.py"), "--checkpoint", str(best),
                            "--episodes", "2"], env, cwd)
     assert code == 0, err
-    again = json.loads(best.with_name("last.online.json").read_text())
+    again = json.loads(best.with_name("last.online-test.json").read_text())
     assert again["returns"] == online["returns"]
     code, out3, err = run([str(ROOT / "eval_online.py"), "--checkpoint", str(best),
                            "--episodes", "2", "--num-envs", "2"], env, cwd)
     assert code == 0, err
-    parallel = json.loads(best.with_name("last.online.json").read_text())
+    parallel = json.loads(best.with_name("last.online-test.json").read_text())
     assert parallel["returns"] == pytest.approx(online["returns"], abs=1e-6)
 
     events = EventAccumulator(str(trained["run"] / "tensorboard"))

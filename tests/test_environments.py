@@ -72,7 +72,7 @@ def nested(tmp_path_factory):
 
 
 def online(checkpoint: Path) -> dict:
-    return json.loads(checkpoint.with_name(checkpoint.stem + ".online.json").read_text())
+    return json.loads(checkpoint.with_name(checkpoint.stem + ".online-test.json").read_text())
 
 
 def test_nested_dict_observations_give_the_same_returns_for_any_num_envs(nested, tmp_path):

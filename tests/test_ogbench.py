@@ -329,7 +329,7 @@ def test_a_single_task_id_trains_and_tests_with_a_success_rate(tmp_path):
     assert tested.returncode == 0, tested.stderr
     assert "in cube-single-singletask-task2-v0 over 2 episodes" in tested.stdout
     assert "success rate:" in tested.stdout
-    online = json.loads(next(tmp_path.glob("runs/*/checkpoints/last.online.json")).read_text())
+    online = json.loads(next(tmp_path.glob("runs/*/checkpoints/last.online-test.json")).read_text())
     assert online["env"] == "cube-single-singletask-task2-v0"
     assert online["success_rate"] in (0.0, 0.5, 1.0)
     assert all(length <= 200 for length in [online["length_mean"]])

@@ -40,7 +40,7 @@ def test_tilde_and_spaces_in_every_path(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "action MSE (raw units)" in result.stdout and "normalised score:" in result.stdout
     assert (runs[0] / "checkpoints" / "last.test.json").is_file()
-    assert (runs[0] / "checkpoints" / "last.online.json").is_file()
+    assert (runs[0] / "checkpoints" / "last.online-test.json").is_file()
 
     # --resume, eval_online.py's --checkpoint and --video, and main.py test's --output-dir.
     tilde_run = "~/mq runs/" + runs[0].name
@@ -48,12 +48,12 @@ def test_tilde_and_spaces_in_every_path(tmp_path):
                           "--skip-online-eval"], env, work)
     assert code == 0, err
     assert updates_in(out) == 3
-    (runs[0] / "checkpoints" / "last.online.json").unlink()      # written again below
+    (runs[0] / "checkpoints" / "last.online-test.json").unlink()      # written again below
     code, out, err = run([str(ROOT / "eval_online.py"), "--checkpoint",
                           tilde_run + "/checkpoints/last.ckpt", "--episodes", "1", "--video",
                           "~/episode.gif"], env, work)
     assert code == 0, err
-    assert (runs[0] / "checkpoints" / "last.online.json").is_file()
+    assert (runs[0] / "checkpoints" / "last.online-test.json").is_file()
     assert (home / "episode.gif").stat().st_size > 0
     code, out, err = run([MAIN, "test", "--output-dir", "~/mq runs", "--skip-online-eval"],
                          env, work)

@@ -137,7 +137,7 @@ def test_resume_turns_on_online_evaluation_with_its_episodes(pusher, first_run, 
     code, out, err = run([EVAL, "--checkpoint", str(last), "--episodes", "2", "--seed",
                           "2000000"], pusher["env"], pusher["cwd"])
     assert code == 0, err
-    returns = json.loads(last.with_name("last.online.json").read_text())["returns"]
+    returns = json.loads(last.with_name("last.online-validation.json").read_text())["returns"]
     assert logged[0].value == pytest.approx(sum(returns) / 2, abs=1e-3)
     assert logged[0].value != pytest.approx(returns[0], abs=1e-3)   # not a single episode
 

@@ -103,9 +103,9 @@ def write_run(out, slug, method, seed, returns, wall_seconds, updates, success_r
                "return_std": float(np.std(returns))}
     if success_rate is not None:
         summary["success_rate"] = success_rate
-    (checkpoints / "last.online.json").write_text(json.dumps(summary))
+    (checkpoints / "last.online-test.json").write_text(json.dumps(summary))
     validation = {**summary, "seed": 2_000_000, "returns": [r - 1 for r in returns]}
-    (checkpoints / "last.validation.json").write_text(json.dumps(validation))
+    (checkpoints / "last.online-validation.json").write_text(json.dumps(validation))
     (out / "logs" / f"{slug}_{method}_seed{seed}.log").write_text(
         f"Run directory: {checkpoints.parent} (resumed from last.ckpt)\n"
         + "".join(f"validation at update {n}: val/loss 0.5000, eval/return -1.0000, "
@@ -205,3 +205,30 @@ def test_results_table_from_real_datasets_logs_and_evaluations(tmp_path, toy_dat
     (out / "results.md").unlink()
     assert results_table.main(str(out)) == 0
     assert (out / "results.md").read_text() == table
+
+
+def test_results_table_reads_a_sweeps_trials(tmp_path, toy_dataset, capsys):
+    """scripts/results.sh runs the sweep scripts/results.yaml: the table reads its trial.json
+    files (the setting is the method), skipping trials not done."""
+    from scripts import results_table
+
+    results_table.minari_dataset.cache_clear()        # another test's store held the same id
+    out = tmp_path / "results"
+    for setting, seed, returns, status in (("meanflow_ql", 0, [50, 60, 70], "done"),
+                                           ("meanflow_ql", 1, [70, 80, 90], "done"),
+                                           ("meanflow_bc", 0, [10, 20, 30], "done"),
+                                           ("meanflow_bc", 1, [0, 0, 0], "failed")):
+        folder = out / "table" / "trials" / f"toy-known-values-v0_{setting}_seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "trial.json").write_text(json.dumps({
+            "dataset": "toy/known/values-v0", "setting": setting, "seed": seed,
+            "status": status, "wall_seconds": 120.4, "updates": 10,
+            "validations": [{"updates": 10, "val/loss": 0.5}],
+            "evaluation": {"seeds": "test", "first_seed": 3_000_000, "returns": returns,
+                           "return_mean": float(np.mean(returns))}}))
+    assert results_table.main(str(out)) == 0
+    table = (out / "results.md").read_text()
+    assert "| toy/known/values-v0 | return | MeanFlow-QL (defaults) | 2 | 70.0 ± 10.0 |" in table
+    assert "| toy/known/values-v0 | return | MeanFlow BC (--actor-q-weight 0 --cql-alpha 0) | " \
+           "1 | 20.0 |" in table
+    assert "_meanflow_bc_seed1/trial.json: failed" in capsys.readouterr().out
