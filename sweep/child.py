@@ -3,9 +3,9 @@
 An ordinary `main.py train` run into TRIAL_DIR/run (new, or resumed from its last.ckpt when an
 earlier attempt left one), then the online evaluation the spec names on the result checkpoint.
 It writes TRIAL_DIR/outcome.json (the updates it started from and reached, its exit code, the
-evaluation summary with per-episode scores) and exits with train's code: 0 done, 1 a non-finite loss or a
-crash, 2 a usage error, 130/143 stopped by SIGINT/SIGTERM after saving last.ckpt. The Ray task
-(`sweep.engine.run_trial`) turns that into trial.json.
+evaluation summary with per-episode scores) and exits with train's code: 0 done, 1 a non-finite
+loss or a crash, 2 a usage error, 130/143 stopped by SIGINT/SIGTERM after saving last.ckpt.
+The Ray task (`sweep.engine.run_trial`) turns that into trial.json.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ rliable defines it for papers (Agarwal et al. 2021; stats.py): over a runs x tas
 entries are each run's mean score over its evaluation episodes, runs resampled within each task.
 Per setting, with several datasets, one aggregate row over all of them (the tasks), on the
 seeds done on all of them, when every dataset's score is the normalised one (returns of
-different tasks do not add up). A run's score is its mean normalised score (x 100) over the evaluation episodes where the
-dataset stores reference scores, else its mean return.
+different tasks do not add up). A run's score is its mean normalised score (x 100) over the
+evaluation episodes where the dataset stores reference scores, else its mean return.
 
 The learning curves: per dataset, the validation figure each setting's runs logged at each
 validation (the online score with --eval-every, else the validation loss), mean over seeds.
@@ -15,7 +15,6 @@ validation (the online score with --eval-every, else the validation loss), mean 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +66,8 @@ def build_results(spec: dict, records: list[dict]) -> dict:
                                 for d in spec["datasets"]] for s in seeds])   # (runs, tasks)
             aggregate.append({"setting": setting, "tasks": len(spec["datasets"]),
                               "seeds": seeds, "score_kind": kinds.pop(), **cell(matrix)})
-    trials = [{k: r.get(k) for k in ("trial", "status", "attempts", "updates", "wall_seconds",
-                                     "message")} | {"score": (r.get("evaluation") or {}).get("score")}
+    keys = ("trial", "status", "attempts", "updates", "wall_seconds", "message")
+    trials = [{k: r.get(k) for k in keys} | {"score": (r.get("evaluation") or {}).get("score")}
               for r in records]
     return {"format": FORMAT, "sweep": spec["name"], "evaluate": spec["evaluate"],
             "rows": rows, "aggregate": aggregate, "trials": trials}
@@ -86,7 +85,8 @@ def render(results: dict) -> str:
              "updates | minutes per run |", "|---|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
         if not row["seeds"]:
-            lines.append(f"| {row['dataset']} | {row['setting']} | — | 0 | — | — | — | — | — |")
+            lines.append(f"| {row['dataset']} | {row['setting']} | — | 0 | — | — | — | — "
+                         f"| — |")
             continue
         success = "—" if row["success_rate"] is None else f"{100 * row['success_rate']:.0f}%"
         updates = "–".join(str(u) for u in (row["updates"][0], row["updates"][-1])) \

@@ -19,7 +19,8 @@ import yaml
 from in_process import run_here
 from test_faults import MAIN, pusher, run  # noqa: F401
 
-ray = pytest.importorskip("ray", reason="the sweep tests need `pip install -r requirements-sweep.txt`")
+ray = pytest.importorskip("ray", reason="the sweep tests need `pip install -r "
+                                      "requirements-sweep.txt`")
 
 ROOT = Path(MAIN).parent
 DATASET = "local/pusher/expert-v0"
@@ -130,6 +131,34 @@ def test_a_sweep_runs_every_trial_reports_them_and_a_rerun_skips_them(pusher, tm
                                     pusher["env"], pusher["cwd"])
     assert code == 2 and "seeds: [0, 1] then, [0, 1, 2] now" in stderr
     assert "--force-new" in stderr
+
+
+def test_the_aggregate_row_takes_each_dataset_as_a_task():
+    """rliable's runs x tasks matrix: two datasets (tasks) x three seeds (runs) per setting; the
+    aggregate IQM pools the six run scores, its interval resamples runs within each task."""
+    from stats import iqm, stratified_bootstrap_ci
+    from sweep.report import build_results, render
+
+    spec = {"name": "agg", "datasets": ["a/x-v0", "b/y-v0"], "seeds": [0, 1, 2],
+            "settings": {"ql": {}}, "evaluate": {"episodes": 2, "seeds": "test"}}
+    scores = {"a/x-v0": [10.0, 20.0, 90.0], "b/y-v0": [40.0, 50.0, 60.0]}
+    records = [{"trial": f"{d}_{s}", "dataset": d, "setting": "ql", "seed": s, "status": "done",
+                "attempts": 1, "updates": 100, "wall_seconds": 60.0, "message": None,
+                "evaluation": {"score": scores[d][s], "score_kind": "normalised score"}}
+               for d in scores for s in (0, 1, 2)]
+    records[-1] = {**records[-1], "status": "failed", "evaluation": None, "message": "boom"}
+    results = build_results(spec, records)
+    matrix = [[10.0, 40.0], [20.0, 50.0]]               # seed 2 is not done on b/y-v0
+    (row,) = results["aggregate"]
+    assert row["runs"] == 2 and row["tasks"] == 2 and row["seeds"] == [0, 1]
+    assert row["iqm"] == pytest.approx(iqm(matrix)) == pytest.approx(30.0)   # 20 and 40 kept
+    assert row["iqm_ci"] == pytest.approx(list(stratified_bootstrap_ci(matrix)))
+    by_dataset = {r["dataset"]: r for r in results["rows"]}
+    # Three runs: a 25% trim of three cuts none (scipy's trim_mean), so the IQM is their mean.
+    assert by_dataset["a/x-v0"]["iqm"] == pytest.approx(40.0)
+    assert by_dataset["b/y-v0"]["runs"] == 2
+    assert "| all 2 datasets | ql | normalised score | 2 x 2 | 30.0 |" in render(results)
+    assert "- b/y-v0_2: failed (boom)" in render(results)
 
 
 def wait_for(condition, process, what: str, timeout: float = 200):
