@@ -50,12 +50,27 @@ def scored(summary: dict, dataset_id: str) -> dict:
     return out
 
 
+def command_line(argv: list[str]) -> int:
+    """`python main.py ARGV`, run in this process as the command line runs it (its `__main__`
+    block), so the sweep uses `train` as a user does; returns its exit code."""
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "main.py"
+    saved, sys.argv = sys.argv, [str(script), *argv]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def attempt(folder: Path) -> int:
     """Train (or resume) and evaluate the trial in `folder`; returns the exit code."""
     import eval_online
-    import main
     from config import TEST_SEED, TrainConfig, UsageError
-    from runs import write_json_atomic
+    from runs import result_checkpoint, write_json_atomic
 
     record = json.loads((folder / "trial.json").read_text())
     run_dir = folder / "run"
@@ -73,12 +88,12 @@ def attempt(folder: Path) -> int:
     # Written now and again at the end: a process killed in between still says where it began.
     write_json_atomic(folder / "outcome.json", outcome)
     print(f"sweep attempt: python main.py {' '.join(argv)}", flush=True)
-    code = main.main(argv)
+    code = command_line(argv)
     outcome["updates"] = saved_updates(last) if last.is_file() else None
     evaluate = record["evaluate"]
     if code == 0 and evaluate["episodes"] > 0:
         cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        result = main.result_checkpoint(cfg, run_dir / "checkpoints")
+        result = result_checkpoint(cfg, run_dir / "checkpoints")
         seed = TEST_SEED if evaluate["seeds"] == "test" else eval_online.validation_seed(cfg.seed)
         try:
             summary = eval_online.evaluate_checkpoint(

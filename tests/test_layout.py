@@ -16,11 +16,16 @@ ALLOWED = {
     "policy": {"config", "dataset", "meanflow_ql"},
     "logs": {"config"},
     "checkpoints": {"config"},
-    "eval_online": {"config", "dataset", "meanflow_ql", "policy", "logs", "builders"},
+    "stats": set(),
+    # Run bookkeeping: resuming reads a checkpoint's settings through policy (a lazy import).
+    "runs": {"config", "policy"},
+    "eval_online": {"config", "dataset", "meanflow_ql", "policy", "logs", "builders", "runs"},
     "builders": {"builders"},
     "collect": {"config", "builders"},
     "main": {"config", "dataset", "meanflow_ql", "policy", "eval_online", "collect", "logs",
-             "builders", "checkpoints"},
+             "builders", "checkpoints", "runs", "sweep"},
+    # Beside main, not under it: a trial runs main.py's command line as a script (runpy).
+    "sweep": {"config", "dataset", "collect", "logs", "eval_online", "runs", "stats", "sweep"},
 }
 
 

@@ -125,6 +125,14 @@ def test_a_sweep_runs_every_trial_reports_them_and_a_rerun_skips_them(pusher, tm
     assert snapshot(out / "grid" / "trials") == before
     assert time.monotonic() - started < first_call / 2
 
+    # --dry-run lists each trial and what it has done, running nothing.
+    code, stdout, stderr = run_here([MAIN, "sweep", str(spec), "--output-dir", str(out),
+                                     "--dry-run"], pusher["env"], pusher["cwd"])
+    assert code == 0 and "Sweep grid: 6 trials" in stdout
+    assert "local-pusher-expert-v0_bc_seed1: done, 1 attempts, 40 updates" in stdout
+    assert "local-pusher-expert-v0_gamma1_seed0: failed, 1 attempts" in stdout
+    assert snapshot(out / "grid" / "trials") == before
+
     # A changed spec for the same name is refused, naming the change.
     write_spec(spec, name="grid", seeds=[0, 1, 2], settings={"defaults": {}})
     code, stdout, stderr = run_here([MAIN, "sweep", str(spec), "--output-dir", str(out)],
