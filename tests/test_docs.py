@@ -17,6 +17,7 @@ import collect
 import eval_online
 import main
 from config import TrainConfig
+from sweep import cli as sweep_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -112,6 +113,8 @@ def check(line: str) -> None:
         parse(eval_online.build_parser(), args)
     elif args[:1] == ["collect"]:
         parse(collect.build_parser("main.py collect"), args[1:])
+    elif args[:1] == ["sweep"]:
+        parse(sweep_cli.build_parser("main.py sweep"), args[1:])
     else:
         namespace = parse(main.build_parser(), args)
         typed = main.typed_settings(namespace)
