@@ -62,9 +62,16 @@ def _message(log: Path, start: int) -> str:
     return "\n".join(text.strip().splitlines()[-15:])
 
 
+STOP = ".stop"
+
+
 def run_trial(folder: str, cpus: float) -> dict:
     """One attempt at the trial in `folder` (its trial.json and config.json written by the
-    driver): returns its record. Runs in a Ray worker."""
+    driver): returns its record. Runs in a Ray worker.
+
+    The driver stops a sweep by writing the sweep folder's `.stop` file, which every node sees
+    (a task does not rely on ray.cancel reaching it): a running attempt then sends its trial
+    process SIGTERM (it saves last.ckpt and exits) and a queued one does not start."""
     import ray
 
     folder = Path(folder)
@@ -72,10 +79,11 @@ def run_trial(folder: str, cpus: float) -> dict:
         raise FileNotFoundError(
             f"{folder}/trial.json is not visible on node {ray.util.get_node_ip_address()}: a "
             f"sweep on a cluster needs its output directory on a file system every node shares.")
+    stop = folder.parent.parent / STOP
     lock = open(folder / ".lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)                    # an earlier attempt's process may live on
     record = read_trial(folder)
-    if record["status"] == "done":                      # finished before its worker was lost
+    if record["status"] == "done" or stop.exists():     # done before its worker was lost; stopped
         return record
     lost = [e for e in record["history"] if e["ended"] is None]
     if lost:
@@ -113,8 +121,12 @@ def run_trial(folder: str, cpus: float) -> dict:
     try:
         # Polled, so that ray.cancel's KeyboardInterrupt lands between two waits.
         while process.poll() is None:
+            if stop.exists():
+                process.send_signal(signal.SIGTERM)
+                process.wait()
+                break
             time.sleep(0.5)
-    except KeyboardInterrupt:                           # ray.cancel: the sweep was stopped
+    except KeyboardInterrupt:                           # ray.cancel or a Ctrl-C on the worker
         process.send_signal(signal.SIGTERM)
         process.wait()
         finish(folder, record, entry, process.returncode, began, log, start)
@@ -235,11 +247,14 @@ def check_nodes(folder: Path) -> None:
 
 def run_sweep(folders: list[Path], cpus_per_trial: float, gpus_per_trial: float,
               max_retries: int, report) -> dict:
-    """Run one Ray task per trial folder and wait for them; on SIGINT or SIGTERM cancel them
-    (each saves its last.ckpt and stops). Returns {"stopped": None or the signal's name,
-    trial id: "done" | "failed" | "pending"}. `report(record)` is called as each trial ends."""
+    """Run one Ray task per trial folder and wait for them; on SIGINT or SIGTERM stop them
+    (the sweep folder's `.stop` file, and ray.cancel for queued ones): each running trial saves
+    its last.ckpt and stops. Returns {"stopped": None or the signal's name, trial id: "done" |
+    "failed" | "pending"}. `report(record)` is called as each trial ends."""
     import ray
 
+    stop = folders[0].parent.parent / STOP
+    stop.unlink(missing_ok=True)
     task = ray.remote(run_trial).options(
         num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=max_retries,
         retry_exceptions=[TrialProcessLost])
@@ -257,6 +272,7 @@ def run_sweep(folders: list[Path], cpus_per_trial: float, gpus_per_trial: float,
             if stopped["signal"] and not cancelled:
                 print(f"Stopping on {stopped['signal']}: each running trial saves its "
                       f"last.ckpt and stops.", flush=True)
+                stop.write_text(stopped["signal"])
                 for ref in waiting:
                     ray.cancel(ref)
                 cancelled = True
@@ -270,6 +286,7 @@ def run_sweep(folders: list[Path], cpus_per_trial: float, gpus_per_trial: float,
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        stop.unlink(missing_ok=True)
     return outcome
 
 
