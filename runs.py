@@ -139,7 +139,7 @@ def forget_validations_after(run_dir: Path, checkpoint: Path) -> None:
     if updates is None:
         return
     kept = [r for r in read_validations(run_dir) if r["updates"] <= updates]
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")      # one per DDP process
     temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(temporary, path)
 
