@@ -208,7 +208,7 @@ if code == 0:
         offline = json.loads(Path(ckpt.group(1)).read_text())
         figures = (f"action MSE {offline['action_mse']:.4g} "
                    f"(normalised {offline['action_mse_normalized']:.4g})")
-        online_path = Path(ckpt.group(1).replace(".test.json", ".online.json"))
+        online_path = Path(ckpt.group(1).replace(".test.json", ".online-test.json"))
         if online_path.exists():
             online = json.loads(online_path.read_text())
             figures += (f"; {online['episodes']} episodes, return {online['return_mean']:.2f}, "

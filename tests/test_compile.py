@@ -117,7 +117,7 @@ def test_a_compiled_run_checkpoints_resumes_and_tests_as_an_eager_one(pusher, tm
     with environment(pusher["env"], pusher["cwd"]):
         eager_offline = main.offline_test(eager, None)
     assert offline["action_mse"] == pytest.approx(eager_offline["action_mse"], rel=1e-3)
-    online = json.loads(compiled.with_name("last.online.json").read_text())
+    online = json.loads(compiled.with_name("last.online-test.json").read_text())
     assert online["episodes"] == 1 and -200 < online["return_mean"] < 0
 
 
