@@ -55,6 +55,33 @@ def quiet_lightning() -> None:
 
 # --- train --------------------------------------------------------------------------------------
 
+def finish_validation_before_sigterm():
+    """A Lightning callback that lets a validation that SIGTERM interrupts finish first.
+
+    Lightning's evaluation loop raises on SIGTERM at the end of any validation batch, so a stop
+    during the validation at update N saved a checkpoint at N without N's validation record,
+    and the resumed run (which validates again only after N) never wrote it. Held here until
+    the validation ends, the flag makes the training loop stop at the end of the same update
+    instead, after every validation callback (records, online evaluation, checkpoints) ran.
+    `_signal_connector` is Lightning's own holder of the flag (Trainer.received_sigterm).
+    """
+    import lightning as L
+
+    class FinishValidation(L.Callback):
+        held = False
+
+        def on_validation_batch_end(self, trainer, *args) -> None:
+            connector = trainer._signal_connector
+            if connector.received_sigterm:
+                connector.received_sigterm, self.held = False, True
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if self.held:
+                trainer._signal_connector.received_sigterm, self.held = True, False
+
+    return FinishValidation()
+
+
 class Interruption:
     """Turns Ctrl-C into a stop at the end of the current update (a second Ctrl-C kills).
 
@@ -177,7 +204,7 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
     # A bar on a terminal; in a file, a line every progress_every updates.
     callbacks = [logs.make_progress_bar() if logs.interactive()
                  else logs.make_line_progress(cfg.progress_every), data_record_callback(record),
-                 validation_record_callback(run_dir)]
+                 validation_record_callback(run_dir), finish_validation_before_sigterm()]
     if cfg.eval_every > 0:
         import eval_online
         callbacks.append(eval_online.make_online_eval_callback(

@@ -73,3 +73,41 @@ def test_a_json_file_is_replaced_whole(tmp_path):
     runs.write_json_atomic(path, {"status": "done", "score": float("nan")})
     assert json.loads(path.read_text())["status"] == "done"
     assert os.listdir(tmp_path) == ["trial.json"]                  # no temporary file left
+
+
+# Sends SIGTERM to its own process inside the validation at update 4, after its first batch, then
+# runs main.py's command line: what a cluster's preemption does at the worst moment.
+SIGTERM_IN_VALIDATION = """
+import os, signal, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))      # argv: -c, main.py, its arguments
+import main
+record_callback = main.validation_record_callback
+def with_sigterm(run_dir):
+    record = record_callback(run_dir)
+    class SigtermInValidation(type(record)):
+        def on_validation_batch_end(self, trainer, pl_module, *args, **kwargs):
+            if not trainer.sanity_checking and int(pl_module.num_updates) == 4 \\
+                    and not os.environ.get("SENT"):
+                os.environ["SENT"] = "1"
+                os.kill(os.getpid(), signal.SIGTERM)
+    record.__class__ = SigtermInValidation
+    return record
+main.validation_record_callback = with_sigterm
+sys.exit(main.main(sys.argv[2:]))
+"""
+
+
+def test_a_sigterm_inside_a_validation_lets_it_finish_and_keeps_its_record(pusher, tmp_path):
+    """Stopped during the validation at update 4 (of several batches), the run still records that
+    validation and saves its checkpoint at 4; resumed, it records 6 and 8 after it, none twice
+    and none missing. Before, the cut validation's record was lost for good."""
+    run_dir = tmp_path / "run"
+    code, out, err = run(["-c", SIGTERM_IN_VALIDATION, MAIN, "train", "--run-dir", str(run_dir),
+                          "--num-updates", "8", "--val-every-updates", "2", *SMALL],
+                         pusher["env"], pusher["cwd"])
+    assert code == 143, err[-2000:]
+    assert "Interrupted by SIGTERM after 4 updates" in out
+    assert [r["updates"] for r in runs.read_validations(run_dir)] == [2, 4]
+    code, out, err = run([MAIN, "train", "--resume", str(run_dir)], pusher["env"], pusher["cwd"])
+    assert code == 0, err[-2000:]
+    assert [r["updates"] for r in runs.read_validations(run_dir)] == [2, 4, 6, 8]
