@@ -87,7 +87,10 @@ def run_trial(folder: str, cpus: float) -> dict:
         return record
     lost = [e for e in record["history"] if e["ended"] is None]
     if lost:
-        # Its worker died (Ray retried the task): what its trial process wrote says the rest.
+        # Its worker died (Ray retried the task): what its trial process wrote says the rest,
+        # once that process (told by the kernel to stop) has saved and exited on this node.
+        if lost[-1].get("node") == ray.util.get_node_ip_address():
+            wait_for_exit(lost[-1].get("trial_pid"))
         outcome = read_outcome(folder)
         lost[-1].update(ended=time.time(), worker_lost=True,
                         exit_code=outcome.get("exit_code", "lost"),
@@ -135,6 +138,21 @@ def run_trial(folder: str, cpus: float) -> dict:
     if process.returncode < 0:
         raise TrialProcessLost(f"trial process killed by signal {-process.returncode}")
     return record
+
+
+def wait_for_exit(pid: int | None, timeout: float = 300.0) -> None:
+    """Wait until process `pid` of this node has exited (at most `timeout` seconds): a lost
+    worker's trial process is still saving its checkpoint and outcome when Ray retries the
+    task, and reading them earlier found neither its exit code nor its final updates."""
+    deadline = time.monotonic() + timeout
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:          # a pid reused by another user's process
+            return
+        time.sleep(0.2)
 
 
 def read_outcome(folder: Path) -> dict:

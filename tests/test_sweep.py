@@ -251,10 +251,15 @@ def test_a_stopped_sweep_resumes_its_trial_and_a_lost_worker_is_retried(pusher, 
     assert done["status"] == "done" and done["attempts"] == 3 and done["updates"] == budget
     first, second, third = done["history"]
     assert second["resumed_from_updates"] == first["updates"] == stopped["updates"]
-    # Its worker was killed; its trial process, told by the kernel, saved and stopped.
-    assert second["worker_lost"] and second["exit_code"] == 143
-    assert second["updates"] > second["resumed_from_updates"]
-    assert third["resumed_from_updates"] == second["updates"]   # continued, not restarted
+    # Its worker was killed; its trial process, told by the kernel, saved and stopped (143), or
+    # Ray's raylet killed it with its worker before it could record that ("lost"); either way
+    # the retry continues from the last checkpoint on disk, never from update 0.
+    assert second["worker_lost"] and second["exit_code"] in (143, "lost")
+    if second["exit_code"] == 143:
+        assert second["updates"] > second["resumed_from_updates"]
+        assert third["resumed_from_updates"] == second["updates"]   # continued, not restarted
+    else:
+        assert third["resumed_from_updates"] >= second["resumed_from_updates"] > 0
     assert third["exit_code"] == 0
     assert done["evaluation"]["seeds"] == "validation"
     # One record per validation, none repeated across the three attempts.
