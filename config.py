@@ -118,6 +118,15 @@ class TrainConfig:
     its multi-step BC flow (Park et al. 2025). The copy is the teacher because the actor's own
     multi-step sample chases the one-step one: on cube-single that loop diverged within 200
     updates."""
+    consistency_target: float = 0.0
+    """When > 0, the one-step tie's weight is not fixed but a dual variable that starts at
+    consistency_weight: it rises while the tie exceeds consistency_target x the behaviour
+    flow's spread and falls while it lies below. The spread is measured on the same batch as
+    the mean squared distance (per action element) between two teacher chunks for the same
+    state from independent noise, twice the flow's variance: where the behaviour is nearly
+    one action per state the tie holds tight, where it mixes behaviours (medium data, half
+    random) the one-step chunk may move toward the better ones. Actions are normalised per
+    dimension, so the target means the same on every dataset. 0 = the weight stays fixed."""
     consistency_steps: int = 8
     """Integration steps of the teacher's chunks (the one-step tie and the support
     constraint)."""
@@ -132,10 +141,10 @@ class TrainConfig:
     its nearest teacher chunk at this multiple of the flow's own spread (the same distance
     from each teacher chunk to its nearest other one, measured on the same batch). The actions
     are normalised per dimension, so the target means the same on every dataset."""
-    support_dual_lr: float = 0.01
-    """Step size of the dual variable's log: log(weight) += support_dual_lr x (distance /
-    (support_target x spread) - 1), clipped to +-1 per update; the weight stays in
-    [1e-3, 1e4]."""
+    dual_lr: float = 0.01
+    """Step size of the dual variables' logs (the support constraint's weight and, with
+    consistency_target, the tie's): log(weight) += dual_lr x (measured / allowed - 1), the
+    relative error clipped to +-1 per update; each weight stays in [1e-3, 1e4]."""
     corner_ratio: float = 0.0
     """Fraction of each batch trained at (r, t) = (0, 1), the point one-step sampling uses (the
     logit-normal sampler draws it with probability under 0.1%). At most ratio_r_neq_t."""
@@ -257,7 +266,7 @@ class TrainConfig:
         for name in ("cql_alpha", "actor_q_weight", "consistency_weight", "grad_clip",
                      "max_updates", "patience", "num_epochs", "reward_scale", "num_workers",
                      "adaptive_weight_power", "eval_every", "support_samples",
-                     "support_target", "support_dual_lr"):
+                     "support_target", "dual_lr", "consistency_target"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative (got {getattr(self, name)})")
         if self.learning_rate_schedule not in ("cosine", "constant"):
@@ -272,6 +281,9 @@ class TrainConfig:
         if self.support_samples == 1:
             problems.append("support_samples must be 0 (off) or at least 2: the flow's spread "
                             "is measured between the teacher's own chunks")
+        if self.consistency_target > 0 and self.consistency_weight <= 0:
+            problems.append("consistency_target needs a consistency_weight above 0: the tie's "
+                            "weight starts there (for example --consistency-weight 1)")
         if self.target_aggregate not in ("min", "mean"):
             problems.append(f"target_aggregate must be min or mean (got {self.target_aggregate!r})")
         if self.compile not in COMPILE_CHOICES:
@@ -320,10 +332,14 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         """Build from a saved dict, ignoring keys this version does not know. A setting the dict
         lacks takes the value that reproduces what the saved run did (SAVED_BEFORE), not
-        today's default."""
+        today's default. Settings since renamed (RENAMED) are read under their new names."""
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {RENAMED.get(k, k): v for k, v in values.items()}
         return cls(**{**SAVED_BEFORE, **{k: v for k, v in values.items() if k in known}})
 
+
+# Old names of renamed settings, read as the new ones from saved configs.
+RENAMED = {"support_dual_lr": "dual_lr"}
 
 # Settings added after runs were already saved, with the value those runs trained with.
 SAVED_BEFORE = {"cql_calibrated": False}
@@ -476,6 +492,7 @@ def settings_from_mapping(raw: dict, where: str) -> dict:
     values: dict = {}
     for key, value in raw.items():
         name = str(key).replace("-", "_")
+        name = RENAMED.get(name, name)
         if name not in hints:
             close = difflib.get_close_matches(name, list(hints), n=1)
             hint = f" Did you mean {close[0]}?" if close else ""

@@ -282,29 +282,36 @@ def compute_support_distance(chunk: torch.Tensor, teacher_chunks: torch.Tensor):
     return distance, spread
 
 
-def support_dual_step(log_weight: torch.Tensor, distance: torch.Tensor, spread: torch.Tensor,
-                      cfg: TrainConfig) -> None:
-    """One dual step on the support constraint's log weight (a 0-d tensor, in place): up when
-    the mean distance exceeds support_target x spread, down when below; relative error clipped
-    to +-1 so one odd batch cannot swing it; the weight kept in [1e-3, 1e4]."""
-    ratio = distance.detach().mean() / (cfg.support_target * spread).clamp_min(1e-8)
-    step = cfg.support_dual_lr * (ratio - 1).clamp(-1.0, 1.0)
+def dual_step(log_weight: torch.Tensor, measured: torch.Tensor, allowed: torch.Tensor,
+              step_size: float) -> None:
+    """One dual-ascent step on a constraint's log weight (a 0-d tensor, changed in place), the
+    rule of Lagrangian constraints such as BEAR's and CQL-Lagrange's: up when the measured
+    value (a tensor, its mean taken) exceeds `allowed` (a scalar tensor), down when below. The
+    step is step_size x (measured / allowed - 1), the relative error clipped to +-1 so one odd
+    batch cannot swing it; the weight stays in [1e-3, 1e4]."""
+    ratio = measured.detach().mean() / allowed.detach().clamp_min(1e-8)
+    step = step_size * (ratio - 1).clamp(-1.0, 1.0)
     log_weight.add_(step.to(log_weight.dtype)).clamp_(math.log(1e-3), math.log(1e4))
 
 
 def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
                        cfg: TrainConfig, chunk_low: torch.Tensor, chunk_high: torch.Tensor,
                        teacher: MeanFlowActor | None = None,
-                       support_weight: torch.Tensor | None = None):
+                       support_weight: torch.Tensor | None = None,
+                       consistency_weight: torch.Tensor | None = None):
     """MeanFlow loss (stay near the data) plus the normalised Q of the actor's one-step chunk,
     clipped to the action bounds (flat normalised chunks) before the critic scores it, as it is
     clipped in the TD target, in CQL and when executed (FQL clips the same way); with
     consistency_weight, plus the one-step chunk's squared distance to the teacher's (a Polyak
     copy of the actor, required then) multi-step chunk from the same noise, clipped to the
-    bounds (FQL's distillation term); with support_samples, plus support_weight (the dual
-    variable) times the one-step chunk's distance to the nearest of support_samples teacher
-    chunks (`compute_support_distance`), whose mean and the flow's spread come back in info as
-    tensors `support/distance` and `support/spread` for the dual step."""
+    bounds (FQL's distillation term), weighted by the tensor consistency_weight (the dual
+    variable) with consistency_target and by cfg.consistency_weight otherwise; with
+    consistency_target, the flow's spread (two teacher chunks from independent noise, their
+    mean squared distance per element) comes back in info as the tensor `tie/spread` beside
+    `actor/consistency`; with support_samples, plus support_weight (the dual variable) times
+    the one-step chunk's distance to the nearest of support_samples teacher chunks
+    (`compute_support_distance`), whose mean and the flow's spread come back in info as tensors
+    `support/distance` and `support/spread` for the dual step."""
     obs, actions, mask = flat(batch["obs"]), batch["actions"], batch["mask"]
     loss, info = compute_meanflow_loss(actor, obs, actions, mask, cfg)
     noise = torch.randn_like(flat(actions))
@@ -334,7 +341,15 @@ def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
             target = clip_chunk(teacher.sample(obs, noise, cfg.consistency_steps),
                                 chunk_low, chunk_high)
         consistency = ((chunk - target) ** 2).mean()
-        loss = loss + cfg.consistency_weight * consistency
+        weight = cfg.consistency_weight
+        if cfg.consistency_target > 0:
+            weight = consistency_weight.to(consistency.dtype)
+            with torch.no_grad():
+                other = clip_chunk(teacher.sample(obs, torch.randn_like(noise),
+                                                  cfg.consistency_steps), chunk_low, chunk_high)
+                spread = ((other - target) ** 2).mean()
+            info.update({"tie/spread": spread, "actor/consistency_weight": weight.detach()})
+        loss = loss + weight * consistency
         info["actor/consistency"] = consistency.detach()
     if cfg.actor_q_weight > 0:
         q = critic(obs, clip_chunk(chunk, chunk_low, chunk_high)).mean(0)
@@ -474,8 +489,10 @@ class MeanFlowQL(L.LightningModule):
         # The one-step tie's teacher, moved only by Polyak averaging (consistency_weight).
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False) \
             if c.uses_teacher else None
-        # log of the support constraint's weight, a dual variable moved by `support_dual_step`.
+        # Logs of the support constraint's and the tie's weights, dual variables moved by
+        # `dual_step` (the tie's only with consistency_target; it starts at consistency_weight).
         self.register_buffer("support_log_weight", torch.zeros((), dtype=torch.float32))
+        self.register_buffer("consistency_log_weight", self.initial_consistency_log_weight())
         self.register_buffer("action_low", torch.tensor(action_low, dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
         # Pure behaviour cloning (no Q term, no CQL, one candidate) never reads the critic:
@@ -489,6 +506,11 @@ class MeanFlowQL(L.LightningModule):
         self.losses = (compute_critic_loss, compute_actor_loss)
         self.compiled = False
 
+    def initial_consistency_log_weight(self) -> torch.Tensor:
+        """log(consistency_weight) as a float32 0-d tensor (0 when the tie is off)."""
+        weight = self.cfg.consistency_weight
+        return torch.tensor(math.log(weight) if weight > 0 else 0.0, dtype=torch.float32)
+
     @classmethod
     def from_data(cls, cfg: TrainConfig, data) -> "MeanFlowQL":
         """A fresh module for a MinariDataModule: its shapes, bounds and fitted normalisers."""
@@ -500,11 +522,12 @@ class MeanFlowQL(L.LightningModule):
         return model
 
     def _apply(self, fn, recurse: bool = True):
-        # The bounds, the reward scale and the support constraint's dual variable keep their
+        # The bounds, the reward scale and the dual variables keep their
         # dtype and values under every precision (bf16-true, 16-true and 64-true cast the whole
         # module), as the normalisers do: a bf16 log weight could not take the dual's small steps.
         return keep_dtypes(self, ("action_low", "action_high", "reward_scale",
-                                  "support_log_weight"), super()._apply, fn, recurse)
+                                  "support_log_weight", "consistency_log_weight"), super()._apply,
+                           fn, recurse)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[FORMAT_KEY] = CHECKPOINT_FORMAT
@@ -521,6 +544,9 @@ class MeanFlowQL(L.LightningModule):
         # Nor had they the support constraint's dual variable (its start value: weight 1).
         checkpoint["state_dict"].setdefault("support_log_weight",
                                             torch.zeros((), dtype=torch.float32))
+        # Nor the tie's (their tie, if any, had the fixed weight this start value gives).
+        checkpoint["state_dict"].setdefault("consistency_log_weight",
+                                            self.initial_consistency_log_weight())
 
     def chunk_bounds(self) -> tuple[torch.Tensor, ...]:
         """(action-space low, high, data low, high), each normalised and tiled to a flat chunk
@@ -576,11 +602,16 @@ class MeanFlowQL(L.LightningModule):
         try:
             actor_loss, actor_info = actor_loss_fn(self.actor, self.critic, batch, self.cfg,
                                                    *bounds[:2], self.target_actor,
-                                                   self.support_log_weight.exp())
+                                                   self.support_log_weight.exp(),
+                                                   self.consistency_log_weight.exp())
             self._step(actor_opt, actor_loss, "actor")
-            if self.cfg.support_samples > 0:
-                support_dual_step(self.support_log_weight, actor_info["support/distance"],
-                                  actor_info["support/spread"], self.cfg)
+            c = self.cfg
+            if c.support_samples > 0:
+                dual_step(self.support_log_weight, actor_info["support/distance"],
+                          c.support_target * actor_info["support/spread"], c.dual_lr)
+            if c.consistency_target > 0:
+                dual_step(self.consistency_log_weight, actor_info["actor/consistency"],
+                          c.consistency_target * actor_info["tie/spread"], c.dual_lr)
             if self.target_actor is not None:
                 self._polyak_update(self.target_actor, self.actor)
         finally:

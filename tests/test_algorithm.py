@@ -1,4 +1,4 @@
-"""The actor's support constraint and its dual weight, the best-of-N TD target, the learning-rate
+"""The actor's support constraint, the adaptive one-step tie and their dual weights, the best-of-N TD target, the learning-rate
 schedules: each on a case checked by hand (value and direction of the gradient)."""
 
 import copy
@@ -10,7 +10,7 @@ from torch import nn
 
 from config import TrainConfig
 from meanflow_ql import (DoubleCritic, MeanFlowActor, MeanFlowQL, compute_actor_loss,
-                         compute_critic_loss, compute_support_distance, support_dual_step)
+                         compute_critic_loss, compute_support_distance, dual_step)
 
 
 def test_support_distance_is_the_nearest_teacher_chunk_and_pulls_toward_it():
@@ -29,18 +29,16 @@ def test_support_distance_is_the_nearest_teacher_chunk_and_pulls_toward_it():
 
 
 def test_dual_weight_rises_when_off_support_and_falls_on_it():
-    cfg = TrainConfig(support_samples=4, support_target=1.0, support_dual_lr=0.1)
     log_weight = torch.zeros(())
-    support_dual_step(log_weight, torch.tensor(3.0), torch.tensor(1.0), cfg)  # 3x the spread
+    dual_step(log_weight, torch.tensor(3.0), torch.tensor(1.0), 0.1)    # 3x what is allowed
     assert log_weight.item() == pytest.approx(0.1)              # (3 - 1) clipped to 1, times 0.1
-    support_dual_step(log_weight, torch.tensor(0.5), torch.tensor(1.0), cfg)  # half the spread
+    dual_step(log_weight, torch.tensor(0.5), torch.tensor(1.0), 0.1)    # half what is allowed
     assert log_weight.item() == pytest.approx(0.1 - 0.05)
     for _ in range(1000):                                       # bounded above by 1e4
-        support_dual_step(log_weight, torch.tensor(100.0), torch.tensor(1.0), cfg)
+        dual_step(log_weight, torch.tensor(100.0), torch.tensor(1.0), 0.1)
     assert log_weight.exp().item() == pytest.approx(1e4, rel=1e-4)
-    target_two = TrainConfig(support_samples=4, support_target=2.0, support_dual_lr=0.1)
     before = log_weight.item()
-    support_dual_step(log_weight, torch.tensor(1.5), torch.tensor(1.0), target_two)  # < 2 x 1
+    dual_step(log_weight, torch.tensor(1.5), torch.tensor(2.0), 0.1)    # allowed 2 x 1
     assert log_weight.item() < before
 
 
@@ -58,7 +56,7 @@ def test_support_weight_moves_the_right_way_on_a_toy_batch():
     dual weight; one whose one-step chunks are the teacher's own multi-step samples (here: the
     teacher samples in one step too) lowers it."""
     cfg = TrainConfig(support_samples=4, consistency_steps=1, actor_q_weight=0.0,
-                      support_dual_lr=0.05)
+                      dual_lr=0.05)
     batch = toy_batch()
     low, high = torch.full((4,), -100.0), torch.full((4,), 100.0)
     teacher = MeanFlowActor(3, 4, 16, 2)
@@ -70,13 +68,60 @@ def test_support_weight_moves_the_right_way_on_a_toy_batch():
         for _ in range(5):
             loss, info = compute_actor_loss(actor, DoubleCritic(3, 4, 16, 2, True), batch, cfg,
                                             low, high, teacher, log_weight.exp())
-            support_dual_step(log_weight, info["support/distance"], info["support/spread"], cfg)
+            dual_step(log_weight, info["support/distance"], info["support/spread"], cfg.dual_lr)
         assert math.copysign(1, log_weight.item()) == direction, (shift, log_weight)
         # The term's gradient pulls the shifted actor back toward the flow (bias up again).
         actor.zero_grad()
         loss.backward()
         if shift:
             assert actor.net[-1].bias.grad.sum() < 0
+
+
+def test_adaptive_tie_weight_tightens_off_the_flow_and_loosens_on_it():
+    """consistency_target 0.5: an actor shifted 5 units from the teacher's flow (tie ~25 per
+    element against a spread of about 2 x the flow's variance) raises the tie's weight; the
+    teacher's own copy (tie 0) lowers it. The weight passed in is the one the loss uses."""
+    cfg = TrainConfig(consistency_weight=1.0, consistency_target=0.5, consistency_steps=1,
+                      actor_q_weight=0.0, dual_lr=0.05)
+    batch = toy_batch()
+    low, high = torch.full((4,), -100.0), torch.full((4,), 100.0)
+    teacher = MeanFlowActor(3, 4, 16, 2)
+    for shift, direction in ((5.0, 1), (0.0, -1)):
+        actor = copy.deepcopy(teacher)
+        with torch.no_grad():
+            actor.net[-1].bias -= shift
+        log_weight = torch.zeros(())
+        for _ in range(5):
+            loss, info = compute_actor_loss(actor, None, batch, cfg, low, high, teacher,
+                                            consistency_weight=log_weight.exp())
+            assert info["tie/spread"] > 0 and not info["tie/spread"].requires_grad
+            dual_step(log_weight, info["actor/consistency"],
+                      cfg.consistency_target * info["tie/spread"], cfg.dual_lr)
+        assert math.copysign(1, log_weight.item()) == direction, (shift, log_weight)
+        if shift:
+            assert info["actor/consistency"].item() == pytest.approx(25.0, rel=0.05)
+    # The loss carries weight x tie: doubling the weight adds the tie once more.
+    torch.manual_seed(3)
+    one, info = compute_actor_loss(actor.requires_grad_(False), None, batch, cfg, low, high,
+                                   teacher, consistency_weight=torch.tensor(1.0))
+    torch.manual_seed(3)
+    two, _ = compute_actor_loss(actor, None, batch, cfg, low, high, teacher,
+                                consistency_weight=torch.tensor(2.0))
+    assert (two - one).item() == pytest.approx(info["actor/consistency"].item(), rel=1e-4)
+
+
+def test_adaptive_tie_needs_a_starting_weight_and_old_names_still_load():
+    with pytest.raises(ValueError, match="consistency_target needs a consistency_weight"):
+        TrainConfig(consistency_target=0.5)
+    assert TrainConfig.from_dict({"support_dual_lr": 0.2}).dual_lr == 0.2
+    model = MeanFlowQL(TrainConfig(consistency_weight=4.0, consistency_target=0.5).to_dict(),
+                       2, 2, [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
+    assert model.consistency_log_weight.exp().item() == pytest.approx(4.0)
+    # A checkpoint from before the tie could adapt lacks the buffer: its fixed weight fills in.
+    state = {k: v for k, v in model.state_dict().items() if k != "consistency_log_weight"}
+    checkpoint = {"state_dict": state}
+    model.on_load_checkpoint(checkpoint)
+    assert checkpoint["state_dict"]["consistency_log_weight"].exp().item() == pytest.approx(4.0)
 
 
 class SumCritic(nn.Module):
