@@ -126,7 +126,8 @@ class TrainConfig:
     state from independent noise, twice the flow's variance: where the behaviour is nearly
     one action per state the tie holds tight, where it mixes behaviours (medium data, half
     random) the one-step chunk may move toward the better ones. Actions are normalised per
-    dimension, so the target means the same on every dataset. 0 = the weight stays fixed."""
+    dimension, so the target means the same on every dataset. 0 = the weight stays fixed;
+    with consistency_weight 0 the tie is off either way."""
     consistency_steps: int = 8
     """Integration steps of the teacher's chunks (the one-step tie and the support
     constraint)."""
@@ -281,9 +282,6 @@ class TrainConfig:
         if self.support_samples == 1:
             problems.append("support_samples must be 0 (off) or at least 2: the flow's spread "
                             "is measured between the teacher's own chunks")
-        if self.consistency_target > 0 and self.consistency_weight <= 0:
-            problems.append("consistency_target needs a consistency_weight above 0: the tie's "
-                            "weight starts there (for example --consistency-weight 1)")
         if self.target_aggregate not in ("min", "mean"):
             problems.append(f"target_aggregate must be min or mean (got {self.target_aggregate!r})")
         if self.compile not in COMPILE_CHOICES:

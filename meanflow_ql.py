@@ -609,7 +609,7 @@ class MeanFlowQL(L.LightningModule):
             if c.support_samples > 0:
                 dual_step(self.support_log_weight, actor_info["support/distance"],
                           c.support_target * actor_info["support/spread"], c.dual_lr)
-            if c.consistency_target > 0:
+            if c.consistency_weight > 0 and c.consistency_target > 0:
                 dual_step(self.consistency_log_weight, actor_info["actor/consistency"],
                           c.consistency_target * actor_info["tie/spread"], c.dual_lr)
             if self.target_actor is not None:

@@ -110,9 +110,9 @@ def test_adaptive_tie_weight_tightens_off_the_flow_and_loosens_on_it():
     assert (two - one).item() == pytest.approx(info["actor/consistency"].item(), rel=1e-4)
 
 
-def test_adaptive_tie_needs_a_starting_weight_and_old_names_still_load():
-    with pytest.raises(ValueError, match="consistency_target needs a consistency_weight"):
-        TrainConfig(consistency_target=0.5)
+def test_adaptive_tie_starts_at_its_weight_and_old_names_still_load():
+    # A weight of 0 turns the tie off whatever its target (behaviour cloning beside the tie).
+    assert not TrainConfig(consistency_weight=0.0, consistency_target=0.5).uses_teacher
     assert TrainConfig.from_dict({"support_dual_lr": 0.2}).dual_lr == 0.2
     model = MeanFlowQL(TrainConfig(consistency_weight=4.0, consistency_target=0.5).to_dict(),
                        2, 2, [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
