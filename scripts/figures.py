@@ -39,8 +39,10 @@ def mean_line(seeds: dict) -> tuple[list[int], list[float]]:
 
 def draw(curve: dict, path: Path) -> None:
     """One figure: success rate (%) against updates, a line per method."""
-    many = len(curve["methods"]) > 6         # the legend then goes below the axes
-    fig, ax = plt.subplots(figsize=(9, 8) if many else (7, 4), dpi=120)
+    # Many lines, or long labels: the legend goes below the axes, where it hides no line.
+    many = len(curve["methods"]) > 6
+    below = many or max(len(m["label"]) for m in curve["methods"]) > 60
+    fig, ax = plt.subplots(figsize=(9, 8) if many else (9, 6) if below else (7, 4), dpi=120)
     if many:
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for i, method in enumerate(curve["methods"]):
@@ -62,7 +64,7 @@ def draw(curve: dict, path: Path) -> None:
     ax.set_ylim(-3, 103)
     ax.set_title(curve["title"], fontsize=10)
     ax.grid(alpha=0.3)
-    if many:
+    if below:
         ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
     else:
         ax.legend(fontsize=7, loc="lower right")
