@@ -165,3 +165,14 @@ def test_actor_schedule_ends_at_its_floor_while_the_critic_stays_constant():
                       ["obs"], "toy")
     same.num_updates.fill_(100)
     assert same.learning_rate_now("critic") == same.learning_rate_now("actor") == 0.0
+
+
+def test_dual_variables_stay_float32_when_the_module_is_cast():
+    """bf16-true and 16-true cast the whole module; a bf16 log weight could not take the dual's
+    0.01-sized steps near a value of 1 (bf16 resolves 1/128 there)."""
+    model = MeanFlowQL(TrainConfig(consistency_weight=2.0, consistency_target=0.5).to_dict(),
+                       2, 2, [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy").to(torch.bfloat16)
+    assert model.actor.net[0].weight.dtype == torch.bfloat16
+    for name in ("support_log_weight", "consistency_log_weight"):
+        assert getattr(model, name).dtype == torch.float32, name
+    assert model.consistency_log_weight.item() == pytest.approx(math.log(2.0))
