@@ -251,7 +251,11 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
         if cfg.cql_calibrated:
             # Cal-QL: no push below the data's own return from this state. In float32: a bf16
             # return of -189.3 would round to -189, an fp16 one overflow past 65504.
-            pushed_policy = torch.maximum(q_policy.float(), batch["mc_return"].float()[:, None])
+            floor = batch["mc_return"].float()[:, None]
+            pushed_policy = torch.maximum(q_policy.float(), floor)
+            # Where the floor binds, the penalty only raises the data chunk's Q: the share
+            # tells how much of the penalty is conservatism and how much a pull to the data.
+            info["critic/calibration_binds"] = (floor > q_policy.detach().float()).float().mean()
         # log-mean-exp, so the penalty is 0 when every sampled chunk is valued like the data's.
         sampled = torch.cat([q_uniform.to(pushed_policy.dtype), pushed_policy], dim=2)
         pushed_down = torch.logsumexp(sampled, dim=2) - math.log(2 * n)

@@ -151,6 +151,18 @@ def test_td_target_bootstraps_from_the_best_of_n_next_chunks():
     assert (best > chunks.sum(-1).reshape(8, 5)[:, 0]).any()    # the first draw is not the max
 
 
+def test_calibration_share_counts_the_actor_chunks_below_the_datas_return():
+    """Q = sum of a chunk clipped to [-1, 1]^4, so every actor chunk's Q lies in [-4, 4]: a
+    return of +10 is above all of them (the floor binds), -10 below all; half the windows each."""
+    cfg = TrainConfig(cql_alpha=1.0, cql_calibrated=True, cql_num_samples=3)
+    batch = toy_batch(batch=8)
+    batch["mc_return"] = torch.tensor([10.0, -10.0] * 4)
+    low, high = torch.full((4,), -1.0), torch.full((4,), 1.0)
+    _, info = compute_critic_loss(SumCritic(), SumCritic(), MeanFlowActor(3, 4, 16, 2), batch,
+                                  cfg, low, high, low, high)
+    assert info["critic/calibration_binds"].item() == pytest.approx(0.5)
+
+
 def test_actor_schedule_ends_at_its_floor_while_the_critic_stays_constant():
     cfg = TrainConfig(num_updates=100, learning_rate=1e-3, learning_rate_floor=0.1,
                       critic_learning_rate_schedule="constant")
