@@ -610,12 +610,18 @@ class MeanFlowQL(L.LightningModule):
                                                    self.consistency_log_weight.exp())
             self._step(actor_opt, actor_loss, "actor")
             c = self.cfg
+            # Averaged over DDP's processes (a no-op on one), so every process takes the same
+            # dual step and the weights stay equal across them.
+            def mean(key: str) -> torch.Tensor:
+                return self.trainer.strategy.reduce(actor_info[key].detach().float(),
+                                                    reduce_op="mean")
+
             if c.support_samples > 0:
-                dual_step(self.support_log_weight, actor_info["support/distance"],
-                          c.support_target * actor_info["support/spread"], c.dual_lr)
+                dual_step(self.support_log_weight, mean("support/distance"),
+                          c.support_target * mean("support/spread"), c.dual_lr)
             if c.consistency_weight > 0 and c.consistency_target > 0:
-                dual_step(self.consistency_log_weight, actor_info["actor/consistency"],
-                          c.consistency_target * actor_info["tie/spread"], c.dual_lr)
+                dual_step(self.consistency_log_weight, mean("actor/consistency"),
+                          c.consistency_target * mean("tie/spread"), c.dual_lr)
             if self.target_actor is not None:
                 self._polyak_update(self.target_actor, self.actor)
         finally:

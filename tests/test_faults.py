@@ -307,3 +307,37 @@ def test_ddp_processes_see_different_batches(pusher, tmp_path):
     assert len(first) == len(second) == half
     rows = lambda obs: {tuple(row.tolist()) for row in obs.reshape(len(obs), -1)}
     assert len(rows(first) & rows(second)) < 0.05 * half
+
+
+class RecordDualWeights(L.Callback):
+    """Saves each process's dual variables at the end, in a file named by its rank."""
+
+    def __init__(self, folder):
+        self.folder = str(folder)
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save({"support": pl_module.support_log_weight.clone(),
+                    "tie": pl_module.consistency_log_weight.clone()},
+                   f"{self.folder}/duals{trainer.global_rank}.pt")
+
+
+def test_ddp_processes_take_the_same_dual_steps(pusher, tmp_path):
+    """Each process measures its own batch; the dual steps use the mean over processes, so the
+    dual weights stay equal across them (and have moved from their start)."""
+    os.environ["MINARI_DATASETS_PATH"] = pusher["env"]["MINARI_DATASETS_PATH"]
+    dataset = minari.load_dataset("local/pusher/expert-v0")
+    cfg = TrainConfig(dataset="local/pusher/expert-v0", batch_size=32, num_epochs=1,
+                      actor_hidden_dim=16, critic_hidden_dim=16, consistency_weight=1.0,
+                      consistency_target=0.5, support_samples=2, consistency_steps=2,
+                      dual_lr=0.1)
+    data = MinariDataModule(cfg, dataset)
+    model = MeanFlowQL.from_data(cfg, data)
+    trainer = L.Trainer(max_epochs=1, strategy="ddp_spawn_find_unused_parameters_true",
+                        devices=2, accelerator="cpu", callbacks=[RecordDualWeights(tmp_path)],
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        limit_val_batches=0, limit_train_batches=8)
+    trainer.fit(model, datamodule=data)
+    first, second = (torch.load(tmp_path / f"duals{r}.pt") for r in (0, 1))
+    for name in ("support", "tie"):
+        assert first[name].item() != 0.0, name
+        assert first[name].item() == pytest.approx(second[name].item(), abs=1e-6), name
