@@ -51,6 +51,15 @@ def toy_batch(batch=16, obs_dim=3, horizon=2, action_dim=2):
             "terminal": torch.zeros(batch, dtype=torch.bool), "mc_return": torch.randn(batch)}
 
 
+def shifted_copy(teacher: MeanFlowActor, shift: float) -> MeanFlowActor:
+    """A copy of the teacher whose one-step chunks lie `shift` normalised units off its flow in
+    every element (one step is eps - u, so lowering u's bias moves the chunk by +shift)."""
+    actor = copy.deepcopy(teacher)
+    with torch.no_grad():
+        actor.net[-1].bias -= shift
+    return actor
+
+
 def test_support_weight_moves_the_right_way_on_a_toy_batch():
     """An actor whose one-step chunks sit 5 normalised units off the teacher's flow raises the
     dual weight; one whose one-step chunks are the teacher's own multi-step samples (here: the
@@ -61,9 +70,7 @@ def test_support_weight_moves_the_right_way_on_a_toy_batch():
     low, high = torch.full((4,), -100.0), torch.full((4,), 100.0)
     teacher = MeanFlowActor(3, 4, 16, 2)
     for shift, direction in ((5.0, 1), (0.0, -1)):
-        actor = copy.deepcopy(teacher)
-        with torch.no_grad():
-            actor.net[-1].bias -= shift         # one step is eps - u: the chunk moves by +shift
+        actor = shifted_copy(teacher, shift)
         log_weight = torch.zeros(())
         for _ in range(5):
             loss, info = compute_actor_loss(actor, DoubleCritic(3, 4, 16, 2, True), batch, cfg,
@@ -87,9 +94,7 @@ def test_adaptive_tie_weight_tightens_off_the_flow_and_loosens_on_it():
     low, high = torch.full((4,), -100.0), torch.full((4,), 100.0)
     teacher = MeanFlowActor(3, 4, 16, 2)
     for shift, direction in ((5.0, 1), (0.0, -1)):
-        actor = copy.deepcopy(teacher)
-        with torch.no_grad():
-            actor.net[-1].bias -= shift
+        actor = shifted_copy(teacher, shift)
         log_weight = torch.zeros(())
         for _ in range(5):
             loss, info = compute_actor_loss(actor, None, batch, cfg, low, high, teacher,
