@@ -180,6 +180,14 @@ class TrainConfig:
     before this setting existed keep plain CQL (SAVED_BEFORE)."""
     cql_num_samples: int = 1
     """Uniform-random chunks and actor chunks per state in the CQL logsumexp."""
+    cql_behaviour_samples: int = 0
+    """When > 0, the chunk whose Q the CQL penalty raises is not the data's own chunk but the
+    best, by each critic, of the data's chunk and this many chunks of the behaviour flow (the
+    teacher's multi-step samples for the same state): CQL then keeps the actor's chunks from
+    being valued above the best in-support chunk rather than above the data's one. Where the
+    data mixes good and random actions per step (medium Pusher) the data's chunk is mostly
+    random, and raising it pulls the critic toward the random actions. Needs the teacher, so
+    it is built whenever this is on. 0 = plain CQL's data chunk."""
     num_candidates: int = 1
     """At act time, sample this many chunks and execute the one the critic values most."""
     target_candidates: int = 1
@@ -267,7 +275,7 @@ class TrainConfig:
         for name in ("cql_alpha", "actor_q_weight", "consistency_weight", "grad_clip",
                      "max_updates", "patience", "num_epochs", "reward_scale", "num_workers",
                      "adaptive_weight_power", "eval_every", "support_samples",
-                     "support_target", "dual_lr", "consistency_target"):
+                     "cql_behaviour_samples", "support_target", "dual_lr", "consistency_target"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative (got {getattr(self, name)})")
         if self.learning_rate_schedule not in ("cosine", "constant"):
@@ -309,9 +317,10 @@ class TrainConfig:
 
     @property
     def uses_teacher(self) -> bool:
-        """Whether the actor has a Polyak-averaged teacher copy (the one-step tie or the
-        support constraint)."""
-        return self.consistency_weight > 0 or self.support_samples > 0
+        """Whether the actor has a Polyak-averaged teacher copy (the one-step tie, the
+        support constraint or CQL's behaviour samples)."""
+        return (self.consistency_weight > 0 or self.support_samples > 0
+                or self.cql_behaviour_samples > 0)
 
     @property
     def trains_critic(self) -> bool:

@@ -207,11 +207,13 @@ def aggregate(q: torch.Tensor, how: str) -> torch.Tensor:
 def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor: MeanFlowActor,
                         batch: dict, cfg: TrainConfig, chunk_low: torch.Tensor,
                         chunk_high: torch.Tensor, data_low: torch.Tensor,
-                        data_high: torch.Tensor):
+                        data_high: torch.Tensor, teacher: MeanFlowActor | None = None):
     """TD loss on action chunks plus the CQL penalty (Kumar et al. 2020): log-mean-exp of the Q of
     uniform chunks and of the actor's chunks minus the Q of the data's chunk; with
     cql_calibrated, each actor chunk's Q enters it as no lower than the data's Monte-Carlo
-    return of the same window (Cal-QL, Nakamoto et al. 2023). Bounds are flat normalised chunks.
+    return of the same window (Cal-QL, Nakamoto et al. 2023); with cql_behaviour_samples K,
+    the raised chunk is each critic's best of the data's chunk and K of the teacher's
+    (required then) multi-step chunks for the same state. Bounds are flat normalised chunks.
     Returns (loss, info of detached scalars)."""
     obs, next_obs, chunk = flat(batch["obs"]), flat(batch["next_obs"]), flat(batch["actions"])
     with torch.no_grad():
@@ -259,7 +261,21 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
         # log-mean-exp, so the penalty is 0 when every sampled chunk is valued like the data's.
         sampled = torch.cat([q_uniform.to(pushed_policy.dtype), pushed_policy], dim=2)
         pushed_down = torch.logsumexp(sampled, dim=2) - math.log(2 * n)
-        penalty = (pushed_down - q).mean(1).sum()
+        raised = q
+        if cfg.cql_behaviour_samples > 0:
+            k = cfg.cql_behaviour_samples
+            obs_k = obs.repeat_interleave(k, dim=0)
+            with torch.no_grad():
+                noise = torch.randn(b * k, d, device=chunk.device, dtype=chunk.dtype)
+                behaviour = clip_chunk(teacher.sample(obs_k, noise, cfg.consistency_steps),
+                                       chunk_low, chunk_high)
+            q_behaviour = critic(obs_k, behaviour).reshape(2, b, k)
+            # The max passes its gradient to the chosen chunk only: the best in-support chunk
+            # is raised, the others are left to the TD loss and the push-down.
+            candidates = torch.cat([q[:, :, None], q_behaviour.to(q.dtype)], dim=2)
+            raised = candidates.max(2).values
+            info["critic/raised_behaviour"] = (candidates.detach().argmax(2) > 0).float().mean()
+        penalty = (pushed_down - raised).mean(1).sum()
         loss = loss + cfg.cql_alpha * penalty
         info.update({"critic/cql_penalty": penalty.detach(),
                      "critic/q_uniform": q_uniform.detach().mean(),
@@ -594,7 +610,7 @@ class MeanFlowQL(L.LightningModule):
         info = {}
         if self.trains_critic:
             critic_loss, info = critic_loss_fn(self.critic, self.target_critic, self.actor,
-                                               batch, self.cfg, *bounds)
+                                               batch, self.cfg, *bounds, self.target_actor)
             self._step(critic_opt, critic_loss, "critic")
             self._polyak_update(self.target_critic, self.critic)
             info["loss/critic"] = critic_loss.detach()

@@ -1,5 +1,6 @@
-"""The actor's support constraint, the adaptive one-step tie and their dual weights, the best-of-N TD target, the learning-rate
-schedules: each on a case checked by hand (value and direction of the gradient)."""
+"""The actor's support constraint, the adaptive one-step tie and their dual weights, the best-of-N
+TD target, CQL's raised behaviour chunk, the learning-rate schedules: each on a case checked by
+hand (value and direction of the gradient)."""
 
 import copy
 import math
@@ -166,6 +167,51 @@ def test_calibration_share_counts_the_actor_chunks_below_the_datas_return():
     _, info = compute_critic_loss(SumCritic(), SumCritic(), MeanFlowActor(3, 4, 16, 2), batch,
                                   cfg, low, high, low, high)
     assert info["critic/calibration_binds"].item() == pytest.approx(0.5)
+
+
+class ScaledSumCritic(nn.Module):
+    """Q(obs, chunk) = w x the sum of the chunk for both Q networks, w a parameter (1 at start)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, obs, chunk):
+        return (self.w * chunk.sum(-1)).expand(2, -1)
+
+
+def test_cql_raises_the_best_behaviour_chunk_instead_of_the_datas():
+    """A teacher whose velocity is the constant -5 samples noise + 5, clipped to (1, 1, 1, 1):
+    Q = 4 for every behaviour chunk. Data chunks with a sum under 4 are beaten by it, so the
+    raised Q per window is max(sum of the data chunk, 4), and the penalty falls by the mean of
+    max(sum, 4) - sum against plain CQL with the same draws (the behaviour noise is drawn after
+    the uniform and actor chunks). The gradient on w moves by -(4 - sum) on those windows: the
+    behaviour chunk's Q, not the data's, is what the penalty raises there."""
+    batch = toy_batch(batch=8)
+    batch["actions"] = batch["actions"] * 3                # sums on both sides of 4
+    teacher = MeanFlowActor(3, 4, 16, 2)
+    with torch.no_grad():
+        teacher.net[-1].weight.zero_()
+        teacher.net[-1].bias.fill_(-5.0)
+    low, high = torch.full((4,), -1.0), torch.full((4,), 1.0)
+    data_sums = batch["actions"].reshape(8, -1).sum(-1)
+    assert (data_sums > 4).any() and (data_sums < 4).any()
+    results = {}
+    for k in (0, 3):
+        cfg = TrainConfig(cql_alpha=1.0, cql_calibrated=False, cql_behaviour_samples=k)
+        critic = ScaledSumCritic()
+        torch.manual_seed(3)
+        loss, info = compute_critic_loss(critic, ScaledSumCritic(), MeanFlowActor(3, 4, 16, 2),
+                                         batch, cfg, low, high, low, high, teacher)
+        loss.backward()
+        results[k] = (info, critic.w.grad.item())
+    beaten = (data_sums < 4).float()
+    gap = (torch.clamp(data_sums, min=4.0) - data_sums).mean().item()
+    # Two critics, each contributing its own penalty.
+    assert (results[0][0]["critic/cql_penalty"] - results[3][0]["critic/cql_penalty"]).item() \
+        == pytest.approx(2 * gap, rel=1e-5)
+    assert results[3][0]["critic/raised_behaviour"].item() == pytest.approx(beaten.mean().item())
+    assert results[3][1] - results[0][1] == pytest.approx(-2 * gap, rel=1e-4)
 
 
 def test_actor_schedule_ends_at_its_floor_while_the_critic_stays_constant():
