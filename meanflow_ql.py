@@ -204,6 +204,17 @@ def aggregate(q: torch.Tensor, how: str) -> torch.Tensor:
     return q.min(0).values if how == "min" else q.mean(0)
 
 
+@torch.no_grad()
+def behaviour_samples(teacher: MeanFlowActor, obs: torch.Tensor, k: int, like: torch.Tensor,
+                      steps: int, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """k chunks of the behaviour flow (the teacher's `steps`-step samples from fresh noise) per
+    state, clipped to [low, high] as executed chunks are: (B * k, chunk_dim), state i's chunks
+    in rows i * k to i * k + k - 1. obs (B, obs_dim) flat observation windows; `like` gives the
+    chunk width, device and dtype. No gradient."""
+    noise = torch.randn(len(obs) * k, like.shape[1], device=like.device, dtype=like.dtype)
+    return clip_chunk(teacher.sample(obs.repeat_interleave(k, dim=0), noise, steps), low, high)
+
+
 def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor: MeanFlowActor,
                         batch: dict, cfg: TrainConfig, chunk_low: torch.Tensor,
                         chunk_high: torch.Tensor, data_low: torch.Tensor,
@@ -264,12 +275,9 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
         raised = q
         if cfg.cql_behaviour_samples > 0:
             k = cfg.cql_behaviour_samples
-            obs_k = obs.repeat_interleave(k, dim=0)
-            with torch.no_grad():
-                noise = torch.randn(b * k, d, device=chunk.device, dtype=chunk.dtype)
-                behaviour = clip_chunk(teacher.sample(obs_k, noise, cfg.consistency_steps),
-                                       chunk_low, chunk_high)
-            q_behaviour = critic(obs_k, behaviour).reshape(2, b, k)
+            behaviour = behaviour_samples(teacher, obs, k, chunk, cfg.consistency_steps,
+                                          chunk_low, chunk_high)
+            q_behaviour = critic(obs.repeat_interleave(k, dim=0), behaviour).reshape(2, b, k)
             # The max passes its gradient to the chosen chunk only: the best in-support chunk
             # is raised, the others are left to the TD loss and the push-down.
             candidates = torch.cat([q[:, :, None], q_behaviour.to(q.dtype)], dim=2)
@@ -339,12 +347,8 @@ def compute_actor_loss(actor: MeanFlowActor, critic: DoubleCritic, batch: dict,
         chunk = actor.sample(obs, noise, cfg.inference_steps)
     if cfg.support_samples > 0:
         k = cfg.support_samples
-        with torch.no_grad():
-            obs_rep = obs.repeat_interleave(k, dim=0)
-            samples = clip_chunk(teacher.sample(obs_rep, torch.randn(len(obs_rep), chunk.shape[1],
-                                                                       device=chunk.device,
-                                                                       dtype=chunk.dtype),
-                                                cfg.consistency_steps), chunk_low, chunk_high)
+        samples = behaviour_samples(teacher, obs, k, chunk, cfg.consistency_steps,
+                                    chunk_low, chunk_high)
         # The clipped chunk, as it is executed: no pull on elements already past the bounds.
         distance, spread = compute_support_distance(clip_chunk(chunk, chunk_low, chunk_high),
                                                     samples.reshape(len(obs), k, -1))
