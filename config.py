@@ -72,7 +72,7 @@ class TrainConfig:
     batch_size: int = 256
     """Windows per update. 256 keeps a 2-core CPU busy; the seed's 4096 suits a GPU."""
     learning_rate: float = 3e-4
-    """Adam learning rate of both actor and critic."""
+    """Adam learning rate of the actor, and of the critic unless critic_learning_rate is set."""
     learning_rate_schedule: str = "cosine"
     """The actor's schedule (and the critic's, unless critic_learning_rate_schedule says
     otherwise). `cosine`: the learning rate falls along a half cosine to learning_rate_floor x
@@ -81,6 +81,8 @@ class TrainConfig:
     learning_rate_floor: float = 0.0
     """Where the cosine schedule ends, as a fraction of learning_rate (MeanFlowQL's actor ends
     at 0.1)."""
+    critic_learning_rate: float = 0.0
+    """The critic's Adam learning rate; 0 = learning_rate. It follows the critic's schedule."""
     critic_learning_rate_schedule: str = "same"
     """The critic's schedule: `same` as the actor's, `cosine` or `constant` (FQL and
     MeanFlowQL keep the critic's rate constant)."""
@@ -275,7 +277,8 @@ class TrainConfig:
         for name in ("cql_alpha", "actor_q_weight", "consistency_weight", "grad_clip",
                      "max_updates", "patience", "num_epochs", "reward_scale", "num_workers",
                      "adaptive_weight_power", "eval_every", "support_samples",
-                     "cql_behaviour_samples", "support_target", "dual_lr", "consistency_target"):
+                     "cql_behaviour_samples", "support_target", "dual_lr", "consistency_target",
+                     "critic_learning_rate"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative (got {getattr(self, name)})")
         if self.learning_rate_schedule not in ("cosine", "constant"):

@@ -588,7 +588,8 @@ class MeanFlowQL(L.LightningModule):
         # plugin unscale first (`on_before_optimizer_step` then clips true gradients).
         precision = self._trainer.precision if self._trainer is not None else "32-true"
         fused = precision not in ("16-mixed", "bf16-mixed")
-        return [adam(self.actor.parameters(), lr, fused), adam(self.critic.parameters(), lr, fused)]
+        return [adam(self.actor.parameters(), lr, fused),
+                adam(self.critic.parameters(), self.cfg.critic_learning_rate or lr, fused)]
 
     def on_fit_start(self) -> None:
         self.compiled = uses_compile(self.cfg.compile, self.device)
@@ -690,15 +691,17 @@ class MeanFlowQL(L.LightningModule):
         It follows the uncapped schedule, so a run stopped by --max-updates and resumed with a
         higher cap follows one schedule instead of decaying at each cap and jumping back up on
         resume."""
-        schedule = self.cfg.learning_rate_schedule
-        if network == "critic" and self.cfg.critic_learning_rate_schedule != "same":
-            schedule = self.cfg.critic_learning_rate_schedule
+        schedule, rate = self.cfg.learning_rate_schedule, self.cfg.learning_rate
+        if network == "critic":
+            if self.cfg.critic_learning_rate_schedule != "same":
+                schedule = self.cfg.critic_learning_rate_schedule
+            rate = self.cfg.critic_learning_rate or rate
         if schedule == "constant":
-            return self.cfg.learning_rate
+            return rate
         progress = min(1.0, int(self.num_updates) / self.scheduled_updates())
         floor = self.cfg.learning_rate_floor
         cosine = 0.5 * (1 + math.cos(math.pi * progress))
-        return self.cfg.learning_rate * (floor + (1 - floor) * cosine)
+        return rate * (floor + (1 - floor) * cosine)
 
     def _step(self, optimizer, loss: torch.Tensor, name: str) -> None:
         if not torch.isfinite(loss):

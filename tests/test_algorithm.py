@@ -228,6 +228,13 @@ def test_actor_schedule_ends_at_its_floor_while_the_critic_stays_constant():
                       ["obs"], "toy")
     same.num_updates.fill_(100)
     assert same.learning_rate_now("critic") == same.learning_rate_now("actor") == 0.0
+    # Its own rate: the critic at 1e-3 on the actor's cosine shape, the actor's rate unchanged.
+    own = MeanFlowQL(TrainConfig(num_updates=100, critic_learning_rate=1e-3).to_dict(), 2, 2,
+                     [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
+    own.num_updates.fill_(50)
+    assert own.learning_rate_now("critic") == pytest.approx(1e-3 * 0.5)
+    assert own.learning_rate_now("actor") == pytest.approx(3e-4 * 0.5)
+    assert own.configure_optimizers()[1].param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
 def test_dual_variables_stay_float32_when_the_module_is_cast():
