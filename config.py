@@ -331,6 +331,11 @@ class TrainConfig:
         candidate, never reads the critic and so never uses gamma)."""
         return self.learns_q or self.num_candidates > 1
 
+    @property
+    def critic_rate(self) -> float:
+        """The critic's base Adam learning rate: critic_learning_rate, or learning_rate at 0."""
+        return self.critic_learning_rate or self.learning_rate
+
     def capped(self, budget: int) -> int:
         """An update budget capped by max_updates (0 = no cap)."""
         return min(budget, self.max_updates) if self.max_updates else budget

@@ -589,7 +589,7 @@ class MeanFlowQL(L.LightningModule):
         precision = self._trainer.precision if self._trainer is not None else "32-true"
         fused = precision not in ("16-mixed", "bf16-mixed")
         return [adam(self.actor.parameters(), lr, fused),
-                adam(self.critic.parameters(), self.cfg.critic_learning_rate or lr, fused)]
+                adam(self.critic.parameters(), self.cfg.critic_rate, fused)]
 
     def on_fit_start(self) -> None:
         self.compiled = uses_compile(self.cfg.compile, self.device)
@@ -695,7 +695,7 @@ class MeanFlowQL(L.LightningModule):
         if network == "critic":
             if self.cfg.critic_learning_rate_schedule != "same":
                 schedule = self.cfg.critic_learning_rate_schedule
-            rate = self.cfg.critic_learning_rate or rate
+            rate = self.cfg.critic_rate
         if schedule == "constant":
             return rate
         progress = min(1.0, int(self.num_updates) / self.scheduled_updates())

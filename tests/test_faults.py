@@ -287,8 +287,9 @@ class RecordBatches(L.Callback):
         torch.save(torch.cat(self.seen), f"{self.folder}/rank{trainer.global_rank}.pt")
 
 
-def fit_on_two_processes(make_trainer, model, data, monkeypatch):
-    """Fits with a spawn-based two-process strategy on a fresh port, once more only if a process
+def fit_on_two_processes(model, data, monkeypatch, callback, **limits):
+    """Fits for one epoch with a spawn-based two-process CPU strategy, `callback` and the
+    trainer's `limits` (limit_train_batches, ...), on a fresh port, once more only if a process
     was killed by a signal.
 
     Lightning keeps MASTER_PORT in this process's environment after a spawned fit and reuses it
@@ -301,7 +302,11 @@ def fit_on_two_processes(make_trainer, model, data, monkeypatch):
     for attempt in (1, 2):
         monkeypatch.delenv("MASTER_PORT", raising=False)
         try:
-            return make_trainer().fit(model, datamodule=data)
+            trainer = L.Trainer(max_epochs=1, strategy="ddp_spawn_find_unused_parameters_true",
+                                devices=2, accelerator="cpu", callbacks=[callback],
+                                logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, limit_val_batches=0, **limits)
+            return trainer.fit(model, datamodule=data)
         except torch.multiprocessing.ProcessExitedException as error:
             if attempt == 2 or error.signal_name is None:
                 raise
@@ -315,11 +320,7 @@ def test_ddp_processes_see_different_batches(pusher, tmp_path, monkeypatch):
                       actor_hidden_dim=32, critic_hidden_dim=32)
     data = MinariDataModule(cfg, dataset)
     model = MeanFlowQL.from_data(cfg, data)
-    fit_on_two_processes(lambda: L.Trainer(
-        max_epochs=1, strategy="ddp_spawn_find_unused_parameters_true", devices=2,
-        accelerator="cpu", callbacks=[RecordBatches(tmp_path)], logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0),
-        model, data, monkeypatch)
+    fit_on_two_processes(model, data, monkeypatch, RecordBatches(tmp_path))
     first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     # Each process trains on its own half of the windows in an epoch, not on all of them.
     half = len(data.train_set) // 2 // 64 * 64
@@ -351,11 +352,8 @@ def test_ddp_processes_take_the_same_dual_steps(pusher, tmp_path, monkeypatch):
                       dual_lr=0.1)
     data = MinariDataModule(cfg, dataset)
     model = MeanFlowQL.from_data(cfg, data)
-    fit_on_two_processes(lambda: L.Trainer(
-        max_epochs=1, strategy="ddp_spawn_find_unused_parameters_true", devices=2,
-        accelerator="cpu", callbacks=[RecordDualWeights(tmp_path)], logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0,
-        limit_train_batches=8), model, data, monkeypatch)
+    fit_on_two_processes(model, data, monkeypatch, RecordDualWeights(tmp_path),
+                         limit_train_batches=8)
     first, second = (torch.load(tmp_path / f"duals{r}.pt") for r in (0, 1))
     for name in ("support", "tie"):
         assert first[name].item() != 0.0, name
