@@ -180,7 +180,8 @@ def prepare_run(cfg: TrainConfig, resume: str | None = None,
             f"--gamma 1 with Q learning needs episodes that end in a true termination, and no "
             f"episode of {cfg.dataset} does: every one is cut by a time limit, so the TD target "
             f"bootstraps forever and has no finite fixed point. Use a discount below 1 (e.g. "
-            f"--gamma 0.99), or train pure behaviour cloning (--actor-q-weight 0 --cql-alpha 0).")
+            f"--gamma 0.99), or train pure behaviour cloning (--actor-q-weight 0 --cql-alpha 0 "
+            f"--consistency-weight 0).")
     record = data_record(data)
     if resume:
         check_same_data(checkpoint_path, record)

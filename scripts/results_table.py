@@ -62,7 +62,9 @@ FORMAT = 2                                    # results.json layout; 1 was the p
 RECORDED = "recorded"     # rows copied from an earlier table whose run files were not kept
 CURVE = "curve"           # a learning curve: success rate per checkpoint, per method and seed
 METHODS = {"meanflow_ql": "MeanFlow-QL (defaults)",
-           "meanflow_bc": "MeanFlow BC (--actor-q-weight 0 --cql-alpha 0)"}
+           "meanflow_bc": "MeanFlow BC (--actor-q-weight 0 --cql-alpha 0 --consistency-weight 0)"}
+# A results file may name its methods itself ("labels": {"meanflow_ql": ...}): rows measured with
+# an earlier version's defaults say so instead of claiming today's.
 SHORT = {"meanflow_ql": "MeanFlow-QL", "meanflow_bc": "MeanFlow BC"}
 LOG_NAME = re.compile(
     r"(?P<slug>.+?)_(?P<method>meanflow_(?:ql|bc)(?:-.+)?)_seed(?P<seed>\d+)\.log")
@@ -227,9 +229,13 @@ def method_order(method: str) -> tuple:
     return (bool(tag), list(METHODS).index(base), tag)
 
 
-def label(method: str) -> str:
+def label(method: str, labels: dict | None = None) -> str:
+    """A method's row label: the results file's own `labels` entry, else METHODS; variants
+    (meanflow_ql-<tag>) as `MeanFlow-QL, variant <tag>`."""
     base, _, tag = method.partition("-")
-    return f"{SHORT[base]}, variant `{tag}`" if tag else METHODS[base]
+    if tag:
+        return f"{SHORT[base]}, variant `{tag}`"
+    return (labels or {}).get(base, METHODS[base])
 
 
 def mean_std(values: list) -> str:
@@ -316,7 +322,8 @@ def curves(results: dict) -> list[str]:
              "|---|---|---|" + "---|" * len(columns)]
     for dataset_id, method, seeds, common in rows:
         cells = [f"{100 * np.mean(common[u]):.0f}%" if u in common else "—" for u in columns]
-        lines.append(f"| {dataset_id} | {label(method)} | {seeds} | " + " | ".join(cells) + " |")
+        lines.append(f"| {dataset_id} | {label(method, results.get('labels'))} | {seeds} | "
+                     + " | ".join(cells) + " |")
     return lines
 
 
@@ -351,7 +358,7 @@ def dataset_rows(dataset_id: str, sources: list[dict],
         for method, runs in data["runs"].items():
             figures = run_figures(runs, intervals)
             any_pooled |= figures["pooled"]
-            rows.append([label(method), *figures["row"]])
+            rows.append([label(method, results.get("labels")), *figures["row"]])
         if not baselines:
             if data["zero_action"] is not None:
                 baselines.append(["zero action (baseline)",
@@ -390,6 +397,10 @@ def render(results: dict, checks_too: bool = True) -> str:
 
 # --- headline and learning-curve tables, and the generated blocks of the docs --------------------
 
+HEADLINE_COLUMNS = ("MeanFlow-QL (", "MeanFlow BC (", "zero action (baseline)",
+                    "the dataset's own episodes")
+
+
 def headline(sources: list[dict]) -> list[str]:
     """One row per dataset: the final score (the success rate where the score is a return and
     success is measured) of MeanFlow-QL's defaults, MeanFlow BC, the zero action and the data."""
@@ -398,14 +409,15 @@ def headline(sources: list[dict]) -> list[str]:
     order = [d for results in sources for d in results["datasets"]]
     for dataset_id in dict.fromkeys(order):
         rows, _ = dataset_rows(dataset_id, sources, intervals=False)
-        by_method = {row[0]: row for row in rows}
+        # Each column's first row whose label starts with the column's prefix: a method's
+        # label is its short name and its settings in brackets, whatever file it came from.
+        first = {prefix: next((row for row in rows if row[0].startswith(prefix)), None)
+                 for prefix in HEADLINE_COLUMNS}
         score = next(r["datasets"][dataset_id]["score"] for r in sources
                      if dataset_id in r["datasets"])
-        success = score == RETURN and by_method[METHODS["meanflow_ql"]][4] != "—"
+        success = score == RETURN and first[HEADLINE_COLUMNS[0]][4] != "—"
         column, figure = (4, "success rate") if success else (2, score)
-        cells = [by_method[name][column].split(" ±")[0] if name in by_method else "—"
-                 for name in (METHODS["meanflow_ql"], METHODS["meanflow_bc"],
-                              "zero action (baseline)", "the dataset's own episodes")]
+        cells = [row[column].split(" ±")[0] if row else "—" for row in first.values()]
         lines.append(f"| {dataset_id} | {figure} | " + " | ".join(cells) + " |")
     return lines
 

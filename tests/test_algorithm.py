@@ -66,7 +66,7 @@ def test_support_weight_moves_the_right_way_on_a_toy_batch():
     dual weight; one whose one-step chunks are the teacher's own multi-step samples (here: the
     teacher samples in one step too) lowers it."""
     cfg = TrainConfig(support_samples=4, consistency_steps=1, actor_q_weight=0.0,
-                      dual_lr=0.05)
+                      dual_lr=0.05, consistency_weight=0.0)
     batch = toy_batch()
     low, high = torch.full((4,), -100.0), torch.full((4,), 100.0)
     teacher = MeanFlowActor(3, 4, 16, 2)
@@ -216,7 +216,7 @@ def test_cql_raises_the_best_behaviour_chunk_instead_of_the_datas():
 
 def test_actor_schedule_ends_at_its_floor_while_the_critic_stays_constant():
     cfg = TrainConfig(num_updates=100, learning_rate=1e-3, learning_rate_floor=0.1,
-                      critic_learning_rate_schedule="constant")
+                      critic_learning_rate=0.0, critic_learning_rate_schedule="constant")
     model = MeanFlowQL(cfg.to_dict(), 2, 2, [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
     seen = []
     for k in (0, 50, 100):
@@ -224,13 +224,15 @@ def test_actor_schedule_ends_at_its_floor_while_the_critic_stays_constant():
         seen.append((model.learning_rate_now("actor"), model.learning_rate_now("critic")))
     assert [a for a, _ in seen] == pytest.approx([1e-3, 1e-3 * (0.1 + 0.9 * 0.5), 1e-4])
     assert [c for _, c in seen] == pytest.approx([1e-3] * 3)
-    same = MeanFlowQL(TrainConfig(num_updates=100).to_dict(), 2, 2, [-1.0, -1.0], [1.0, 1.0],
-                      ["obs"], "toy")
+    one_schedule = dict(learning_rate=3e-4, learning_rate_floor=0.0, critic_learning_rate=0.0,
+                        critic_learning_rate_schedule="same")
+    same = MeanFlowQL(TrainConfig(num_updates=100, **one_schedule).to_dict(), 2, 2,
+                      [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
     same.num_updates.fill_(100)
     assert same.learning_rate_now("critic") == same.learning_rate_now("actor") == 0.0
     # Its own rate: the critic at 1e-3 on the actor's cosine shape, the actor's rate unchanged.
-    own = MeanFlowQL(TrainConfig(num_updates=100, critic_learning_rate=1e-3).to_dict(), 2, 2,
-                     [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
+    own = MeanFlowQL(TrainConfig(num_updates=100, **{**one_schedule, "critic_learning_rate": 1e-3})
+                     .to_dict(), 2, 2, [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
     own.num_updates.fill_(50)
     assert own.learning_rate_now("critic") == pytest.approx(1e-3 * 0.5)
     assert own.learning_rate_now("actor") == pytest.approx(3e-4 * 0.5)
@@ -246,3 +248,27 @@ def test_dual_variables_stay_float32_when_the_module_is_cast():
     for name in ("support_log_weight", "consistency_log_weight"):
         assert getattr(model, name).dtype == torch.float32, name
     assert model.consistency_log_weight.item() == pytest.approx(math.log(2.0))
+
+
+def test_an_older_runs_config_keeps_its_schedules_and_fixed_tie():
+    """A run saved before the learning-rate floor, the critic's own rate and schedule, and the
+    adaptive tie existed (its config lacks those keys) is rebuilt as it trained: both networks on
+    one cosine to 0 at its learning rate, the tie's weight fixed. Today's defaults, for contrast:
+    the actor's cosine ends at 0.1 x 1e-3, the critic stays at 3e-4, the tie adapts."""
+    saved = TrainConfig(num_updates=100, learning_rate=3e-4, consistency_weight=1.0,
+                        actor_q_weight=4.0, cql_alpha=1.0).to_dict()
+    for key in ("learning_rate_floor", "critic_learning_rate", "critic_learning_rate_schedule",
+                "consistency_target"):
+        del saved[key]
+    old = MeanFlowQL(saved, 2, 2, [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
+    new = MeanFlowQL(TrainConfig(num_updates=100).to_dict(), 2, 2, [-1.0, -1.0], [1.0, 1.0],
+                     ["obs"], "toy")
+    assert old.cfg.consistency_target == 0 and new.cfg.consistency_target == 0.25
+    rates = {}
+    for k in (50, 100):
+        for model in (old, new):
+            model.num_updates.fill_(k)
+        rates[k] = [m.learning_rate_now(net) for m in (old, new) for net in ("actor", "critic")]
+    assert rates[50] == pytest.approx([1.5e-4, 1.5e-4, 1e-3 * 0.55, 3e-4])
+    assert rates[100] == pytest.approx([0.0, 0.0, 1e-4, 3e-4])
+    assert [o.param_groups[0]["lr"] for o in old.configure_optimizers()] == [3e-4, 3e-4]

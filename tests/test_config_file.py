@@ -59,6 +59,15 @@ def test_an_older_runs_config_json_repeats_that_run_not_todays_defaults(tmp_path
     assert parse(["--config", file, "--cql-calibrated"]).cql_calibrated is True
     partial = write(tmp_path / "partial.json", json.dumps({"cql_alpha": 0.1}))
     assert parse(["--config", partial]).cql_calibrated is TrainConfig().cql_calibrated is True
+    # Written before the schedules' settings and the adaptive tie: one cosine to 0 for both
+    # networks, a fixed tie, whatever today's defaults say.
+    for key in ("learning_rate_floor", "critic_learning_rate", "critic_learning_rate_schedule",
+                "consistency_target"):
+        del old[key]
+    repeated = parse(["--config", write(tmp_path / "older.json", json.dumps(old))])
+    assert (repeated.learning_rate_floor, repeated.critic_learning_rate,
+            repeated.critic_learning_rate_schedule, repeated.consistency_target) == (0, 0, "same", 0)
+    assert TrainConfig().consistency_target > 0 and TrainConfig().learning_rate_floor > 0
 
 
 def test_unknown_key_is_refused_naming_it_and_the_file(tmp_path):

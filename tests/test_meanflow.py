@@ -19,7 +19,9 @@ def small_config(**overrides):
     values = dict(obs_horizon=2, pred_horizon=3, action_horizon=2, batch_size=4,
                   actor_hidden_dim=32, critic_hidden_dim=32, actor_num_layers=2,
                   critic_num_layers=2, val_fraction=0.34, cql_alpha=1.0, actor_q_weight=1.0,
-                  reward_scale=1.0)      # the toy's rewards as written (automatic would scale)
+                  reward_scale=1.0,      # the toy's rewards as written (automatic would scale)
+                  # No teacher unless a test asks for the tie, then with a fixed weight.
+                  consistency_weight=0.0, consistency_target=0.0)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -237,7 +239,8 @@ def test_learning_rate_follows_its_schedule_over_the_update_budget(toy_dataset, 
     run's (num_updates or num_epochs), not --max-updates: a capped run stops early on the same
     schedule, so resuming it with a higher cap continues one schedule."""
     cfg = small_config(dataset=toy_dataset.spec.dataset_id, num_epochs=3,
-                       learning_rate_schedule=schedule, max_updates=cap)
+                       learning_rate_schedule=schedule, max_updates=cap, learning_rate_floor=0.0,
+                       critic_learning_rate=0.0, critic_learning_rate_schedule="same")
     data = MinariDataModule(cfg, toy_dataset)
     model = MeanFlowQL.from_data(cfg, data)
     seen = []                                   # (actor lr, critic lr) used by each update

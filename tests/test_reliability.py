@@ -39,9 +39,12 @@ def test_values_beyond_float32_are_refused_as_such(minari_path, tmp_path):
 
 def test_ctrl_c_while_collecting_ends_in_one_line(minari_path, tmp_path):
     env = {**os.environ, "MEANFLOW_QL_REF_EPISODES": "1"}
+    # SIGINT back to its default in the child: a suite started in the background (`cmd &`)
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
     process = subprocess.Popen([sys.executable, MAIN, "collect", "--dataset",
                                 "local/pusher/expert-v0", "--episodes", "100000"], cwd=tmp_path,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # The progress bar (on stderr, a file here) shows that episodes are being collected.
     seen = ""
     while "collect local/pusher/expert-v0" not in seen:

@@ -160,7 +160,7 @@ def test_results_table_from_real_datasets_logs_and_evaluations(tmp_path, toy_dat
         "2", "89.9 ± 1.4", f"93.0 [{low:.1f}, {high:.1f}]", "50%", "6.0 / 7.0", "1000"]
     low, high = stratified_bootstrap_ci(np.array(list(bc.values())) + 100.0)
     assert cells("local/pusher/tiny-v0", "normalised score",
-                 "MeanFlow BC (--actor-q-weight 0 --cql-alpha 0)") == [
+                 "MeanFlow BC (--actor-q-weight 0 --cql-alpha 0 --consistency-weight 0)") == [
         "2", "74.0 ± 1.0", f"{iqm(np.array(list(bc.values())) + 100.0):.1f} "
                            f"[{low:.1f}, {high:.1f}]", "25%", "1.5 / 2.0", "1000"]
     assert cells("local/pusher/tiny-v0", "normalised score", "MeanFlow-QL, variant `corner`") == [
@@ -206,6 +206,18 @@ def test_results_table_from_real_datasets_logs_and_evaluations(tmp_path, toy_dat
     assert results_table.main(str(out)) == 0
     assert (out / "results.md").read_text() == table
 
+    # A file measured with earlier defaults names its methods itself, in the table and the
+    # headline (which finds each column's row by its label's prefix); variants keep theirs.
+    saved["labels"] = {"meanflow_ql": "MeanFlow-QL (earlier defaults)",
+                       "meanflow_bc": "MeanFlow BC (earlier defaults, --actor-q-weight 0)"}
+    relabelled = results_table.render(saved)
+    assert "| local/pusher/tiny-v0 | normalised score | MeanFlow-QL (earlier defaults) | 2 | " \
+           "89.9 ± 1.4 |" in relabelled and "MeanFlow-QL (defaults)" not in relabelled
+    assert "| MeanFlow-QL, variant `corner` | 1 | 95.0 |" in relabelled
+    assert results_table.headline([saved])[2:] == [
+        "| local/pusher/tiny-v0 | normalised score | 89.9 | 74.0 | 25.0 | 65.0 |",
+        "| toy/known/values-v0 | return | 60.0 | 90.0 | — | 105.7 |"]
+
 
 def test_results_table_reads_a_sweeps_trials(tmp_path, toy_dataset, capsys):
     """scripts/results.sh runs the sweep scripts/results.yaml: the table reads its trial.json
@@ -229,6 +241,6 @@ def test_results_table_reads_a_sweeps_trials(tmp_path, toy_dataset, capsys):
     assert results_table.main(str(out)) == 0
     table = (out / "results.md").read_text()
     assert "| toy/known/values-v0 | return | MeanFlow-QL (defaults) | 2 | 70.0 ± 10.0 |" in table
-    assert "| toy/known/values-v0 | return | MeanFlow BC (--actor-q-weight 0 --cql-alpha 0) | " \
-           "1 | 20.0 |" in table
+    assert ("| toy/known/values-v0 | return | MeanFlow BC (--actor-q-weight 0 --cql-alpha 0 "
+            "--consistency-weight 0) | 1 | 20.0 |") in table
     assert "_meanflow_bc_seed1/trial.json: failed" in capsys.readouterr().out
