@@ -85,7 +85,8 @@ class TrainConfig:
     at 0.1)."""
     critic_learning_rate: float = 3e-4
     """The critic's Adam learning rate; 0 = learning_rate. It follows the critic's schedule.
-    3e-4 (FQL's): with the critic at 1e-3 too, medium Pusher fell from 92.6-93.2 to 89.4-90.0 (validation episodes)."""
+    3e-4 (FQL's): with the critic at 1e-3 too, medium Pusher fell from 92.6-93.2 to 89.4-90.0
+    (validation episodes)."""
     critic_learning_rate_schedule: str = "constant"
     """The critic's schedule: `same` as the actor's, `cosine` or `constant` (FQL and
     MeanFlowQL keep the critic's rate constant)."""

@@ -66,7 +66,8 @@ def test_an_older_runs_config_json_repeats_that_run_not_todays_defaults(tmp_path
         del old[key]
     repeated = parse(["--config", write(tmp_path / "older.json", json.dumps(old))])
     assert (repeated.learning_rate_floor, repeated.critic_learning_rate,
-            repeated.critic_learning_rate_schedule, repeated.consistency_target) == (0, 0, "same", 0)
+            repeated.critic_learning_rate_schedule,
+            repeated.consistency_target) == (0, 0, "same", 0)
     assert TrainConfig().consistency_target > 0 and TrainConfig().learning_rate_floor > 0
 
 

@@ -1,7 +1,5 @@
 """Every precision the CLI accepts trains on a CPU; clipping sees unscaled gradients (issue #15)."""
 
-import math
-
 import lightning as L
 import pytest
 import torch
@@ -101,6 +99,8 @@ def test_16_mixed_clips_unscaled_gradients(minari_path):
     cfg = TrainConfig(dataset="toy/precision/values-v0", batch_size=4, obs_horizon=2,
                       pred_horizon=3, action_horizon=2, actor_hidden_dim=16,
                       critic_hidden_dim=16, val_fraction=0.0, grad_clip=clip, max_updates=4)
+    # Seeded: unseeded, about 1 run in 6 at today's defaults drew weights whose scaled gradients
+    # overflow float16 in one update, a step the scaler rightly skips (its norm not finite).
     L.seed_everything(0, verbose=False)
     data, model = tiny_module(minari_path, cfg)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
@@ -112,10 +112,7 @@ def test_16_mixed_clips_unscaled_gradients(minari_path):
     assert int(model.num_updates) == 4
     assert not any(o.defaults["fused"] for o in trainer.optimizers)
     assert scaler.get_scale() >= 2.0 ** 8         # gradients were scaled up while clipped
-    # An update whose scaled gradients overflow float16 is skipped by the scaler, as designed
-    # (its recorded norm is not finite, and the scale halves); every applied one is clipped.
-    applied = [n for n in norms.norms if math.isfinite(n)]
-    assert len(applied) >= 3 and applied == pytest.approx([clip] * len(applied), rel=1e-2)
+    assert norms.norms == pytest.approx([clip] * 4, rel=1e-2)
 
 
 def test_32_true_keeps_the_fused_adam(minari_path):
