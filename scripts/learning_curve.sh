@@ -3,7 +3,11 @@
 # legs of STEP updates (--max-updates stops each leg; the learning-rate schedule spans the
 # whole budget), each leg's last.ckpt evaluated once on EPISODES test episodes. Run it again
 # to continue: finished legs are skipped and the run resumes where it stopped, so a curve
-# longer than a session is built across sessions.
+# longer than a session is built across sessions. UNTIL stops this call after that many updates
+# (default: the whole budget); a later call without it goes on from there. RUN=<run directory>
+# continues a run trained elsewhere on the same budget (a results.sh trial's run/): the legs up
+# to the update count of its last.ckpt are not trained again, and a leg ending exactly there is
+# evaluated as it stands.
 #
 #   DATASET=ogbench/cube-single-play-singletask-task2-v0 SEED=0 TAG=tie1cql1 \
 #     EXTRA="--consistency-weight 1 --cql-alpha 1" bash scripts/learning_curve.sh
@@ -17,17 +21,29 @@ SEED=${SEED:-0}
 BUDGET=${BUDGET:-100000}
 STEP=${STEP:-10000}
 EPISODES=${EPISODES:-50}
+UNTIL=${UNTIL:-$BUDGET}
 TAG=${TAG:-defaults}
 EXTRA=${EXTRA:-}
 OUT=${OUT:-results/curves}
 dir="$OUT/${DATASET//\//-}_${TAG}_seed${SEED}"
 mkdir -p "$dir"
 log="$dir/train.log"
+if [ -n "${RUN:-}" ] && [ ! -f "$dir/run_dir" ]; then
+  realpath "$RUN" > "$dir/run_dir"
+fi
+saved=0
+if [ -f "$dir/run_dir" ]; then
+  saved=$(python -c "import sys; from pathlib import Path; from sweep.child import saved_updates
+print(saved_updates(Path(sys.argv[1]) / 'checkpoints' / 'last.ckpt') or 0)" "$(cat "$dir/run_dir")")
+fi
 
-for ((updates = STEP; updates <= BUDGET; updates += STEP)); do
+for ((updates = STEP; updates <= UNTIL && updates <= BUDGET; updates += STEP)); do
   [ -f "$dir/test_${updates}.json" ] && continue
+  [ "$updates" -lt "$saved" ] && continue           # trained past this leg before the curve began
   start=$(date +%s)
-  if [ -f "$dir/run_dir" ]; then
+  if [ "$updates" -eq "$saved" ]; then
+    :                                               # the run ends this leg already: evaluate it
+  elif [ -f "$dir/run_dir" ]; then
     # No EXTRA here: a resumed run keeps the settings it was started with.
     OMP_NUM_THREADS=1 python main.py train --resume "$(cat "$dir/run_dir")" \
       --max-updates "$updates" --skip-online-eval >> "$log" 2>&1

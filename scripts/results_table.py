@@ -62,7 +62,8 @@ FORMAT = 2                                    # results.json layout; 1 was the p
 RECORDED = "recorded"     # rows copied from an earlier table whose run files were not kept
 CURVE = "curve"           # a learning curve: success rate per checkpoint, per method and seed
 METHODS = {"meanflow_ql": "MeanFlow-QL (defaults)",
-           "meanflow_bc": "MeanFlow BC (--actor-q-weight 0 --cql-alpha 0 --consistency-weight 0)"}
+           "meanflow_bc": "MeanFlow BC (--actor-q-weight 0 --cql-alpha 0 --consistency-weight 0 "
+                          "--learning-rate 0.0003 --learning-rate-floor 0)"}
 # A results file may name its methods itself ("labels": {"meanflow_ql": ...}): rows measured with
 # an earlier version's defaults say so instead of claiming today's.
 SHORT = {"meanflow_ql": "MeanFlow-QL", "meanflow_bc": "MeanFlow BC"}

@@ -159,8 +159,8 @@ def test_results_table_from_real_datasets_logs_and_evaluations(tmp_path, toy_dat
     assert cells("local/pusher/tiny-v0", "normalised score", "MeanFlow-QL (defaults)") == [
         "2", "89.9 ± 1.4", f"93.0 [{low:.1f}, {high:.1f}]", "50%", "6.0 / 7.0", "1000"]
     low, high = stratified_bootstrap_ci(np.array(list(bc.values())) + 100.0)
-    assert cells("local/pusher/tiny-v0", "normalised score",
-                 "MeanFlow BC (--actor-q-weight 0 --cql-alpha 0 --consistency-weight 0)") == [
+    bc_label = results_table.METHODS["meanflow_bc"]
+    assert cells("local/pusher/tiny-v0", "normalised score", bc_label) == [
         "2", "74.0 ± 1.0", f"{iqm(np.array(list(bc.values())) + 100.0):.1f} "
                            f"[{low:.1f}, {high:.1f}]", "25%", "1.5 / 2.0", "1000"]
     assert cells("local/pusher/tiny-v0", "normalised score", "MeanFlow-QL, variant `corner`") == [
@@ -241,6 +241,6 @@ def test_results_table_reads_a_sweeps_trials(tmp_path, toy_dataset, capsys):
     assert results_table.main(str(out)) == 0
     table = (out / "results.md").read_text()
     assert "| toy/known/values-v0 | return | MeanFlow-QL (defaults) | 2 | 70.0 ± 10.0 |" in table
-    assert ("| toy/known/values-v0 | return | MeanFlow BC (--actor-q-weight 0 --cql-alpha 0 "
-            "--consistency-weight 0) | 1 | 20.0 |") in table
+    assert (f"| toy/known/values-v0 | return | {results_table.METHODS['meanflow_bc']} | 1 | 20.0 |"
+            in table)
     assert "_meanflow_bc_seed1/trial.json: failed" in capsys.readouterr().out
