@@ -492,7 +492,12 @@ def main(out: str = "results") -> int:
             return 1
         print(f"No finished runs in {out_dir / 'logs'}: rebuilding the table from {saved}")
     else:
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        saved = out_dir / "results.json"
+        # The labels a results file was given by hand outlive a fresh collection of its runs.
+        labels = json.loads(saved.read_text()).get("labels") if saved.is_file() else None
+        if labels:
+            results["labels"] = labels
+        saved.write_text(json.dumps(results, indent=2) + "\n")
     table = render(results)
     (out_dir / "results.md").write_text(table)
     print(table, end="")

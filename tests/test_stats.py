@@ -244,3 +244,12 @@ def test_results_table_reads_a_sweeps_trials(tmp_path, toy_dataset, capsys):
     assert (f"| toy/known/values-v0 | return | {results_table.METHODS['meanflow_bc']} | 1 | 20.0 |"
             in table)
     assert "_meanflow_bc_seed1/trial.json: failed" in capsys.readouterr().out
+
+    # Labels written into results.json by hand survive the next collection from the trials.
+    saved = json.loads((out / "results.json").read_text())
+    saved["labels"] = {"meanflow_ql": "MeanFlow-QL (defaults, 100k schedule stopped at 20k)"}
+    (out / "results.json").write_text(json.dumps(saved))
+    assert results_table.main(str(out)) == 0
+    assert json.loads((out / "results.json").read_text())["labels"] == saved["labels"]
+    assert ("| toy/known/values-v0 | return | MeanFlow-QL (defaults, 100k schedule stopped at "
+            "20k) | 2 | 70.0 ± 10.0 |") in (out / "results.md").read_text()
