@@ -219,7 +219,9 @@ def test_generated_tables_are_current():
 def test_a_hand_edited_table_is_redrawn_from_its_files():
     readme = doc_text(ROOT / "README.md")
     row = next(line for line in readme.splitlines() if line.startswith("| ogbench/cube"))
-    edited = readme.replace(row, row.replace("| 19% |", "| 91% |"))
+    cells = row.split("|")
+    cells[3] = " 0.5% "                                   # MeanFlow-QL's figure, hand-edited
+    edited = readme.replace(row, "|".join(cells))
     assert edited != readme and results_table().fill_blocks(edited, ROOT) == readme
 
 
