@@ -37,6 +37,17 @@ def mean_line(seeds: dict) -> tuple[list[int], list[float]]:
     return points, means
 
 
+def seed_count(seeds: dict) -> str:
+    """How many seeds the line averages: "2 seeds", or "1-2 seeds per point" where some points
+    have fewer seeds than others (a seed whose curve stopped early)."""
+    points = {u for values in seeds.values() for u in values}
+    counts = {sum(u in values for values in seeds.values()) for u in points} or {len(seeds)}
+    low, high = min(counts), max(counts)
+    if low != high:
+        return f"{low}-{high} seeds per point"
+    return f"{high} seed{'s' if high > 1 else ''}"
+
+
 def draw(curve: dict, path: Path) -> None:
     """One figure: success rate (%) against updates, a line per method."""
     # Many lines, or long labels: the legend goes below the axes, where it hides no line.
@@ -48,8 +59,7 @@ def draw(curve: dict, path: Path) -> None:
     for i, method in enumerate(curve["methods"]):
         colour = plt.get_cmap("tab20")(i % 20) if many else f"C{i}"
         x, y = mean_line(method["seeds"])
-        seeds = len(method["seeds"])
-        name = f"{method['label'].replace('`', '')} ({seeds} seed{'s' if seeds > 1 else ''})"
+        name = f"{method['label'].replace('`', '')} ({seed_count(method['seeds'])})"
         if many:
             name = method["label"].replace("`", "")
         if method.get("reference"):

@@ -5,9 +5,10 @@
 # to continue: finished legs are skipped and the run resumes where it stopped, so a curve
 # longer than a session is built across sessions. UNTIL stops this call after that many updates
 # (default: the whole budget); a later call without it goes on from there. RUN=<run directory>
-# continues a run trained elsewhere on the same budget (a results.sh trial's run/): the legs up
-# to the update count of its last.ckpt are not trained again, and a leg ending exactly there is
-# evaluated as it stands.
+# (a path from the repository's root, like OUT) continues a run trained elsewhere on the same
+# dataset, seed and budget: the legs up to the update count of its last.ckpt are not trained
+# again, and a leg ending exactly there is evaluated as it stands. The curve trains that run
+# further, so give it a copy of a run you want to keep as it is (a results.sh trial's run/).
 #
 #   DATASET=ogbench/cube-single-play-singletask-task2-v0 SEED=0 TAG=tie1cql1 \
 #     EXTRA="--consistency-weight 1 --cql-alpha 1" bash scripts/learning_curve.sh
@@ -28,13 +29,24 @@ OUT=${OUT:-results/curves}
 dir="$OUT/${DATASET//\//-}_${TAG}_seed${SEED}"
 mkdir -p "$dir"
 log="$dir/train.log"
-if [ -n "${RUN:-}" ] && [ ! -f "$dir/run_dir" ]; then
-  realpath "$RUN" > "$dir/run_dir"
+fail() { echo "learning_curve.sh: $*" >&2; exit 2; }
+curve_run=""                                        # the run this curve follows, once it has one
+[ -f "$dir/run_dir" ] && curve_run=$(cat "$dir/run_dir")
+if [ -n "${RUN:-}" ]; then
+  [ -f "$RUN/checkpoints/last.ckpt" ] || fail "RUN=$RUN holds no checkpoints/last.ckpt: pass \
+a run directory (runs/<run>) that has one."
+  run=$(realpath -e "$RUN")
+  [ -z "$curve_run" ] || [ "$curve_run" = "$run" ] || fail "$dir already follows the run \
+$curve_run, not RUN=$run: drop RUN to go on with it, or give this curve another TAG or OUT."
+  curve_run=$run
 fi
 saved=0
-if [ -f "$dir/run_dir" ]; then
+if [ -n "$curve_run" ]; then
   saved=$(python -c "import sys; from pathlib import Path; from sweep.child import saved_updates
-print(saved_updates(Path(sys.argv[1]) / 'checkpoints' / 'last.ckpt') or 0)" "$(cat "$dir/run_dir")")
+print(saved_updates(Path(sys.argv[1]) / 'checkpoints' / 'last.ckpt') or 0)" "$curve_run")
+  [[ $saved =~ ^[0-9]+$ ]] || fail "could not read the update count of $curve_run."
+  [ -z "${RUN:-}" ] || [ "$saved" -gt 0 ] || fail "RUN=$RUN: its last.ckpt cannot be read."
+  echo "$curve_run" > "$dir/run_dir"
 fi
 
 for ((updates = STEP; updates <= UNTIL && updates <= BUDGET; updates += STEP)); do
@@ -52,7 +64,8 @@ for ((updates = STEP; updates <= UNTIL && updates <= BUDGET; updates += STEP)); 
     OMP_NUM_THREADS=1 python main.py train --dataset "$DATASET" --seed "$SEED" \
       --num-updates "$BUDGET" --max-updates "$updates" --skip-online-eval \
       --output-dir "$dir/runs" $EXTRA >> "$log" 2>&1
-    grep -m1 "^Run directory:" "$log" | sed 's/^Run directory: //' > "$dir/run_dir"
+    # The newest "Run directory:" line: an earlier, interrupted first leg logged its own.
+    grep "^Run directory:" "$log" | tail -n 1 | sed 's/^Run directory: //' > "$dir/run_dir"
   fi
   run_dir=$(cat "$dir/run_dir")
   OMP_NUM_THREADS=1 python eval_online.py --checkpoint "$run_dir/checkpoints/last.ckpt" \

@@ -476,6 +476,19 @@ def fill_docs(root: Path) -> list[Path]:
     return changed
 
 
+def saved_labels(path: Path) -> dict | None:
+    """The "labels" of an earlier results.json at `path`; None when there is none or the file
+    cannot be read as one (it is then rewritten from the runs, with a warning)."""
+    if not path.is_file():
+        return None
+    try:
+        labels = json.loads(path.read_text()).get("labels")
+    except (ValueError, AttributeError):
+        print(f"warning: {path} is not a results file; it is rewritten from the runs")
+        return None
+    return labels if isinstance(labels, dict) else None
+
+
 def main(out: str = "results") -> int:
     out_dir = Path(out)
     has_runs = (out_dir / "logs").is_dir() or any(out_dir.glob("*/trials/*/trial.json"))
@@ -494,9 +507,9 @@ def main(out: str = "results") -> int:
     else:
         saved = out_dir / "results.json"
         # The labels a results file was given by hand outlive a fresh collection of its runs.
-        labels = json.loads(saved.read_text()).get("labels") if saved.is_file() else None
-        if labels:
+        if labels := saved_labels(saved):
             results["labels"] = labels
+            print(f"Kept the method labels of {saved}: {labels}")
         saved.write_text(json.dumps(results, indent=2) + "\n")
     table = render(results)
     (out_dir / "results.md").write_text(table)

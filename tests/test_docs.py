@@ -241,6 +241,19 @@ def test_every_curve_file_has_its_figure_as_drawn(tmp_path):
         assert figure.read_bytes() == redrawn.read_bytes(), "rerun python scripts/figures.py"
 
 
+def test_a_curves_legend_counts_the_seeds_behind_each_point():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import figures
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    # Seed 1 stopped after 20k: the line averages two seeds there and one after.
+    stopped = {"0": {"20000": 0.5, "30000": 0.7}, "1": {"20000": 0.6}}
+    assert figures.seed_count(stopped) == "1-2 seeds per point"
+    assert figures.seed_count({"0": {"20000": 0.5}, "1": {"20000": 0.6}}) == "2 seeds"
+    assert figures.seed_count({"0": {"20000": 0.5}}) == "1 seed"
+
+
 def test_usage_lists_every_training_flag():
     """docs/usage.md's flag groups name every TrainConfig flag, and nothing else."""
     import dataclasses

@@ -1,7 +1,9 @@
 """IQM and its stratified bootstrap interval on numbers checked by hand."""
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import minari
 import numpy as np
@@ -253,3 +255,22 @@ def test_results_table_reads_a_sweeps_trials(tmp_path, toy_dataset, capsys):
     assert json.loads((out / "results.json").read_text())["labels"] == saved["labels"]
     assert ("| toy/known/values-v0 | return | MeanFlow-QL (defaults, 100k schedule stopped at "
             "20k) | 2 | 70.0 ± 10.0 |") in (out / "results.md").read_text()
+    # A results.json that is not one (cut by a crash, say) is rewritten from the runs.
+    (out / "results.json").write_text('{"datasets": ')
+    assert results_table.main(str(out)) == 0
+    assert "labels" not in json.loads((out / "results.json").read_text())
+    assert "is not a results file" in capsys.readouterr().out
+
+
+def test_the_bc_label_names_the_sweeps_bc_settings():
+    """The table's MeanFlow BC label spells out the settings scripts/results.yaml trains BC
+    with, so a change of either shows in the other."""
+    import yaml
+    from scripts import results_table
+
+    spec = yaml.safe_load((Path(__file__).parent.parent / "scripts" / "results.yaml").read_text())
+    settings = {k.replace("_", "-"): float(v) for k, v in spec["settings"]["meanflow_bc"].items()
+                if k != "patience"}
+    label = results_table.METHODS["meanflow_bc"]
+    flags = {k: float(v) for k, v in re.findall(r"--([a-z-]+) ([\d.]+)", label)}
+    assert label.startswith("MeanFlow BC (") and flags == settings
