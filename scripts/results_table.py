@@ -493,8 +493,8 @@ def main(out: str = "results") -> int:
     out_dir = Path(out)
     has_runs = (out_dir / "logs").is_dir() or any(out_dir.glob("*/trials/*/trial.json"))
     results = collect(out_dir) if has_runs else {"datasets": {}}
+    saved = out_dir / "results.json"
     if not results["datasets"]:
-        saved = out_dir / "results.json"
         if not saved.is_file():
             print(f"No finished runs in {out_dir / 'logs'} nor a {saved}.")
             return 1
@@ -505,7 +505,6 @@ def main(out: str = "results") -> int:
             return 1
         print(f"No finished runs in {out_dir / 'logs'}: rebuilding the table from {saved}")
     else:
-        saved = out_dir / "results.json"
         # The labels a results file was given by hand outlive a fresh collection of its runs.
         if labels := saved_labels(saved):
             results["labels"] = labels

@@ -5,6 +5,7 @@ scripts/results_table.py makes from results/**/results.json, the figures what sc
 draws, and docs/usage.md's flag groups name every training flag."""
 
 import argparse
+import importlib
 import json
 import re
 import shlex
@@ -199,18 +200,18 @@ def test_every_relative_link_resolves():
     assert count > 10 and not broken, broken
 
 
-def results_table():
+def script(name: str):
+    """A module of scripts/ (results_table, figures), imported as running the script finds it."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        import results_table
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-    return results_table
 
 
 def test_generated_tables_are_current():
     stale = [str(path.relative_to(ROOT)) for path in DOCS
-             if results_table().fill_blocks(doc_text(path), ROOT) != doc_text(path)]
+             if script("results_table").fill_blocks(doc_text(path), ROOT) != doc_text(path)]
     assert not stale, f"rerun `python scripts/results_table.py --docs`: {stale}"
     blocks = sum(doc_text(path).count("<!-- generated:") for path in DOCS)
     assert blocks >= 5
@@ -222,15 +223,11 @@ def test_a_hand_edited_table_is_redrawn_from_its_files():
     cells = row.split("|")
     cells[3] = " 0.5% "                                   # MeanFlow-QL's figure, hand-edited
     edited = readme.replace(row, "|".join(cells))
-    assert edited != readme and results_table().fill_blocks(edited, ROOT) == readme
+    assert edited != readme and script("results_table").fill_blocks(edited, ROOT) == readme
 
 
 def test_every_curve_file_has_its_figure_as_drawn(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import figures
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    figures = script("figures")
     curves = figures.curve_files(ROOT)
     assert curves
     for path in curves:
@@ -242,11 +239,7 @@ def test_every_curve_file_has_its_figure_as_drawn(tmp_path):
 
 
 def test_a_curves_legend_counts_the_seeds_behind_each_point():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import figures
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    figures = script("figures")
     # Seed 1 stopped after 20k: the line averages two seeds there and one after.
     stopped = {"0": {"20000": 0.5, "30000": 0.7}, "1": {"20000": 0.6}}
     assert figures.seed_count(stopped) == "1-2 seeds per point"
