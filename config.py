@@ -184,6 +184,13 @@ class TrainConfig:
     Where a time limit cut the episode the return stops at the cut, so near the cut it can sit
     above the state's value (negative rewards) and the penalty pushes less there. Runs saved
     before this setting existed keep plain CQL (SAVED_BEFORE)."""
+    cql_calibration_target: float = 0.0
+    """When > 0 (needs cql_calibrated), CQL's weight is a dual variable, starting at cql_alpha,
+    that holds at this value the share of windows where the critic values the actor's chunk
+    below the data's own return (Cal-QL's floor binds, `critic/calibration_binds`): it rises
+    while fewer windows bind, so the critic grows more conservative until it starts to rate
+    the policy under the behaviour that wrote the data, and falls while more do. The target is
+    a share, so it means the same whatever the rewards' scale. 0 = a fixed weight."""
     cql_num_samples: int = 1
     """Uniform-random chunks and actor chunks per state in the CQL logsumexp."""
     cql_behaviour_samples: int = 0
@@ -282,7 +289,7 @@ class TrainConfig:
                      "max_updates", "patience", "num_epochs", "reward_scale", "num_workers",
                      "adaptive_weight_power", "eval_every", "support_samples",
                      "cql_behaviour_samples", "support_target", "dual_lr", "consistency_target",
-                     "critic_learning_rate"):
+                     "critic_learning_rate", "cql_calibration_target"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative (got {getattr(self, name)})")
         if self.learning_rate_schedule not in ("cosine", "constant"):
@@ -297,6 +304,13 @@ class TrainConfig:
         if self.support_samples == 1:
             problems.append("support_samples must be 0 (off) or at least 2: the flow's spread "
                             "is measured between the teacher's own chunks")
+        if self.cql_calibration_target > 0 and not (self.cql_calibrated and self.cql_alpha > 0):
+            problems.append("cql_calibration_target needs calibrated CQL with a starting weight "
+                            "(cql_calibrated on, cql_alpha > 0): it steers the share of windows "
+                            "where Cal-QL's floor binds")
+        if self.cql_calibration_target >= 1:
+            problems.append(f"cql_calibration_target is a share and must lie below 1 "
+                            f"(got {self.cql_calibration_target})")
         if self.target_aggregate not in ("min", "mean"):
             problems.append(f"target_aggregate must be min or mean (got {self.target_aggregate!r})")
         if self.compile not in COMPILE_CHOICES:
@@ -362,7 +376,8 @@ RENAMED = {"support_dual_lr": "dual_lr"}
 
 # Settings added after runs were already saved, with the value those runs trained with.
 SAVED_BEFORE = {"cql_calibrated": False, "consistency_target": 0.0, "learning_rate_floor": 0.0,
-                "critic_learning_rate": 0.0, "critic_learning_rate_schedule": "same"}
+                "critic_learning_rate": 0.0, "critic_learning_rate_schedule": "same",
+                "cql_calibration_target": 0.0}
 
 LOGGERS = ("tensorboard", "csv", "wandb")
 COMPILE_CHOICES = ("auto", "on", "off")

@@ -218,14 +218,16 @@ def behaviour_samples(teacher: MeanFlowActor, obs: torch.Tensor, k: int, like: t
 def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor: MeanFlowActor,
                         batch: dict, cfg: TrainConfig, chunk_low: torch.Tensor,
                         chunk_high: torch.Tensor, data_low: torch.Tensor,
-                        data_high: torch.Tensor, teacher: MeanFlowActor | None = None):
+                        data_high: torch.Tensor, teacher: MeanFlowActor | None = None,
+                        cql_weight: torch.Tensor | None = None):
     """TD loss on action chunks plus the CQL penalty (Kumar et al. 2020): log-mean-exp of the Q of
     uniform chunks and of the actor's chunks minus the Q of the data's chunk; with
     cql_calibrated, each actor chunk's Q enters it as no lower than the data's Monte-Carlo
     return of the same window (Cal-QL, Nakamoto et al. 2023); with cql_behaviour_samples K,
     the raised chunk is each critic's best of the data's chunk and K of the teacher's
     (required then) multi-step chunks for the same state. Bounds are flat normalised chunks.
-    Returns (loss, info of detached scalars)."""
+    cql_weight (a 0-d tensor) replaces cfg.cql_alpha when given: the dual variable of
+    cql_calibration_target. Returns (loss, info of detached scalars)."""
     obs, next_obs, chunk = flat(batch["obs"]), flat(batch["next_obs"]), flat(batch["actions"])
     with torch.no_grad():
         # Best of target_candidates next chunks by the target critic (1 = the actor's sample).
@@ -284,7 +286,8 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
             raised = candidates.max(2).values
             info["critic/raised_behaviour"] = (candidates.detach().argmax(2) > 0).float().mean()
         penalty = (pushed_down - raised).mean(1).sum()
-        loss = loss + cfg.cql_alpha * penalty
+        weight = cfg.cql_alpha if cql_weight is None else cql_weight.to(penalty.dtype)
+        loss = loss + weight * penalty
         info.update({"critic/cql_penalty": penalty.detach(),
                      "critic/q_uniform": q_uniform.detach().mean(),
                      "critic/q_policy": q_policy.detach().mean()})
@@ -517,6 +520,9 @@ class MeanFlowQL(L.LightningModule):
         # `dual_step` (the tie's only with consistency_target; it starts at consistency_weight).
         self.register_buffer("support_log_weight", torch.zeros((), dtype=torch.float32))
         self.register_buffer("consistency_log_weight", self.initial_consistency_log_weight())
+        # CQL's weight as a dual variable (cql_calibration_target), starting at cql_alpha.
+        self.register_buffer("cql_log_weight", torch.tensor(
+            math.log(c.cql_alpha) if c.cql_alpha > 0 else 0.0, dtype=torch.float32))
         self.register_buffer("action_low", torch.tensor(action_low, dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
         # Pure behaviour cloning (no Q term, no CQL, one candidate) never reads the critic:
@@ -571,6 +577,8 @@ class MeanFlowQL(L.LightningModule):
         # Nor the tie's (their tie, if any, had the fixed weight this start value gives).
         checkpoint["state_dict"].setdefault("consistency_log_weight",
                                             self.initial_consistency_log_weight())
+        # Nor CQL's (their weight was fixed at cql_alpha, which this start value gives).
+        checkpoint["state_dict"].setdefault("cql_log_weight", self.cql_log_weight.clone())
 
     def chunk_bounds(self) -> tuple[torch.Tensor, ...]:
         """(action-space low, high, data low, high), each normalised and tiled to a flat chunk
@@ -614,9 +622,20 @@ class MeanFlowQL(L.LightningModule):
 
         info = {}
         if self.trains_critic:
+            adaptive_cql = self.cfg.cql_calibration_target > 0
             critic_loss, info = critic_loss_fn(self.critic, self.target_critic, self.actor,
-                                               batch, self.cfg, *bounds, self.target_actor)
+                                               batch, self.cfg, *bounds, self.target_actor,
+                                               self.cql_log_weight.exp() if adaptive_cql
+                                               else None)
             self._step(critic_opt, critic_loss, "critic")
+            if adaptive_cql:
+                # Up while fewer windows than the target bind, down while more do; averaged
+                # over DDP's processes like the tie's step below.
+                binds = self.trainer.strategy.reduce(
+                    info["critic/calibration_binds"].detach().float(), reduce_op="mean")
+                target = torch.tensor(self.cfg.cql_calibration_target, device=binds.device)
+                dual_step(self.cql_log_weight, target, binds, self.cfg.dual_lr)
+                info["critic/cql_weight"] = self.cql_log_weight.exp().detach()
             self._polyak_update(self.target_critic, self.critic)
             info["loss/critic"] = critic_loss.detach()
 

@@ -5,6 +5,7 @@ hand (value and direction of the gradient)."""
 import copy
 import math
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -272,3 +273,50 @@ def test_an_older_runs_config_keeps_its_schedules_and_fixed_tie():
     assert rates[50] == pytest.approx([1.5e-4, 1.5e-4, 1e-3 * 0.55, 3e-4])
     assert rates[100] == pytest.approx([0.0, 0.0, 1e-4, 3e-4])
     assert [o.param_groups[0]["lr"] for o in old.configure_optimizers()] == [3e-4, 3e-4]
+
+
+@pytest.mark.parametrize("critic_bias, log_weight", [(1e3, 0.3), (-1e3, -0.15)])
+def test_cql_weight_rises_while_the_floor_never_binds_and_falls_while_it_always_does(
+        toy_dataset, tmp_path, critic_bias, log_weight):
+    """cql_calibration_target 0.5: a critic that values every chunk at about +1000, far above any
+    return of the toy data, never lets Cal-QL's floor bind (share 0), so CQL's weight must rise
+    from its start (cql_alpha 1); one valuing every chunk near -1000 binds in every window
+    (share 1), so it must fall. Three real updates through Lightning, each a dual step of
+    dual_lr x (target / share - 1), clipped to +-1: +0.1 at share 0, -0.05 at share 1."""
+    from test_protocol import model_and_batch
+    model, data, _ = model_and_batch(toy_dataset, cql_calibrated=True, cql_alpha=1.0,
+                                     cql_calibration_target=0.5, num_updates=3, dual_lr=0.1)
+    assert model.cql_log_weight.exp().item() == pytest.approx(1.0)
+    with torch.no_grad():
+        for q in model.critic.qs:
+            q[-1].bias.fill_(critic_bias)
+    L.Trainer(max_epochs=50, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+              enable_checkpointing=False, accelerator="cpu", limit_val_batches=0,
+              ).fit(model, datamodule=data)
+    assert int(model.num_updates) == 3
+    assert model.cql_log_weight.item() == pytest.approx(log_weight, rel=1e-5)
+
+
+def test_cql_weight_given_scales_the_penalty_and_old_checkpoints_keep_their_fixed_weight():
+    """The loss carries weight x penalty: a weight of 3 adds the penalty twice more than 1. A
+    checkpoint written before the weight could adapt lacks its buffer: cql_alpha fills in."""
+    cfg = TrainConfig(cql_alpha=0.5, cql_calibrated=True, cql_calibration_target=0.2)
+    batch = toy_batch(batch=8)
+    low, high = torch.full((4,), -1.0), torch.full((4,), 1.0)
+    actor, critic = MeanFlowActor(3, 4, 16, 2), DoubleCritic(3, 4, 16, 2, True)
+    losses = []
+    for weight in (1.0, 3.0):
+        torch.manual_seed(5)
+        loss, info = compute_critic_loss(critic, critic, actor, batch, cfg, low, high, low,
+                                         high, cql_weight=torch.tensor(weight))
+        losses.append(loss)
+    assert (losses[1] - losses[0]).item() == pytest.approx(2 * info["critic/cql_penalty"].item(),
+                                                           rel=1e-4)
+    model = MeanFlowQL(cfg.to_dict(), 2, 2, [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
+    state = {k: v for k, v in model.state_dict().items() if k != "cql_log_weight"}
+    checkpoint = {"state_dict": state}
+    model.on_load_checkpoint(checkpoint)
+    assert checkpoint["state_dict"]["cql_log_weight"].exp().item() == pytest.approx(0.5)
+    assert TrainConfig.from_dict({}).cql_calibration_target == 0.0       # older configs: fixed
+    with pytest.raises(ValueError, match="cql_calibration_target needs calibrated CQL"):
+        TrainConfig(cql_calibrated=False, cql_calibration_target=0.2)
