@@ -185,12 +185,13 @@ class TrainConfig:
     above the state's value (negative rewards) and the penalty pushes less there. Runs saved
     before this setting existed keep plain CQL (SAVED_BEFORE)."""
     cql_calibration_target: float = 0.0
-    """When > 0 (needs cql_calibrated), CQL's weight is a dual variable, starting at cql_alpha,
-    that holds at this value the share of windows where the critic values the actor's chunk
-    below the data's own return (Cal-QL's floor binds, `critic/calibration_binds`): it rises
-    while fewer windows bind, so the critic grows more conservative until it starts to rate
-    the policy under the behaviour that wrote the data, and falls while more do. The target is
-    a share, so it means the same whatever the rewards' scale. 0 = a fixed weight."""
+    """When > 0 (needs cql_calibrated), CQL's weight is a dual variable, starting at and never
+    below cql_alpha, that holds at this value the share of windows where the critic values the
+    actor's chunk below the data's own return (Cal-QL's floor binds,
+    `critic/calibration_binds`): it rises while fewer windows bind, so the critic grows more
+    conservative until it starts to rate the policy under the behaviour that wrote the data,
+    and falls back toward cql_alpha while more do. The target is a share, so it means the same
+    whatever the rewards' scale. 0 = a fixed weight."""
     cql_num_samples: int = 1
     """Uniform-random chunks and actor chunks per state in the CQL logsumexp."""
     cql_behaviour_samples: int = 0

@@ -635,6 +635,11 @@ class MeanFlowQL(L.LightningModule):
                     info["critic/calibration_binds"].detach().float(), reduce_op="mean")
                 target = torch.tensor(self.cfg.cql_calibration_target, device=binds.device)
                 dual_step(self.cql_log_weight, target, binds, self.cfg.dual_lr)
+                # cql_alpha is the floor: the rule only adds conservatism where the critic
+                # rates the policy above the data's return almost everywhere. Where episodes
+                # are cut by a time limit the floor binds often at any weight (the cut return
+                # sits above the value), and there the weight stays at cql_alpha.
+                self.cql_log_weight.clamp_(min=math.log(self.cfg.cql_alpha))
                 info["critic/cql_weight"] = self.cql_log_weight.exp().detach()
             self._polyak_update(self.target_critic, self.critic)
             info["loss/critic"] = critic_loss.detach()
