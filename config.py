@@ -185,8 +185,8 @@ class TrainConfig:
     above the state's value (negative rewards) and the penalty pushes less there. Runs saved
     before this setting existed keep plain CQL (SAVED_BEFORE)."""
     cql_calibration_target: float = 0.0
-    """When > 0 (needs cql_calibrated), CQL's weight is a dual variable, starting at and never
-    below cql_alpha, that holds at this value the share of windows where the critic values the
+    """When > 0 (needs cql_calibrated), CQL's weight is a dual variable, starting at cql_alpha
+    and kept between 1 and 10 x cql_alpha (`meanflow_ql.CQL_WEIGHT_RANGE`), that holds at this value the share of windows where the critic values the
     actor's chunk below the data's own return (Cal-QL's floor binds,
     `critic/calibration_binds`): it rises while fewer windows bind, so the critic grows more
     conservative until it starts to rate the policy under the behaviour that wrote the data,

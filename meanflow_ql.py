@@ -313,6 +313,11 @@ def compute_support_distance(chunk: torch.Tensor, teacher_chunks: torch.Tensor):
     return distance, spread
 
 
+# How far above cql_alpha the rule of cql_calibration_target may raise CQL's weight: MeanFlowQL
+# bounds its adaptive BC weight to [0.1, 10] x its start (Wang et al. 2025, `use_dynamic_alpha`).
+CQL_WEIGHT_RANGE = 10.0
+
+
 def dual_step(log_weight: torch.Tensor, measured: torch.Tensor, allowed: torch.Tensor,
               step_size: float) -> None:
     """One dual-ascent step on a constraint's log weight (a 0-d tensor, changed in place), the
@@ -635,11 +640,15 @@ class MeanFlowQL(L.LightningModule):
                     info["critic/calibration_binds"].detach().float(), reduce_op="mean")
                 target = torch.tensor(self.cfg.cql_calibration_target, device=binds.device)
                 dual_step(self.cql_log_weight, target, binds, self.cfg.dual_lr)
-                # cql_alpha is the floor: the rule only adds conservatism where the critic
-                # rates the policy above the data's return almost everywhere. Where episodes
-                # are cut by a time limit the floor binds often at any weight (the cut return
-                # sits above the value), and there the weight stays at cql_alpha.
-                self.cql_log_weight.clamp_(min=math.log(self.cfg.cql_alpha))
+                # Between cql_alpha and CQL_WEIGHT_RANGE x it. The floor: the rule only adds
+                # conservatism where the critic rates the policy above the data's return almost
+                # everywhere; where episodes are cut by a time limit the floor binds often at
+                # any weight (the cut return sits above the value), and the weight stays at
+                # cql_alpha there. The ceiling: a fresh critic (Q near 0, above every negative
+                # return) binds nowhere, and unbounded the weight rose to 1e4 within 2,500
+                # updates on cube and wrecked the critic.
+                self.cql_log_weight.clamp_(math.log(self.cfg.cql_alpha),
+                                           math.log(CQL_WEIGHT_RANGE * self.cfg.cql_alpha))
                 info["critic/cql_weight"] = self.cql_log_weight.exp().detach()
             self._polyak_update(self.target_critic, self.critic)
             info["loss/critic"] = critic_loss.detach()

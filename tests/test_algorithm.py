@@ -277,13 +277,15 @@ def test_an_older_runs_config_keeps_its_schedules_and_fixed_tie():
 
 @pytest.mark.parametrize("critic_bias, start, end", [(1e3, 0.0, 0.3),
                                                      (-1e3, math.log(4), math.log(4) - 0.15),
-                                                     (-1e3, 0.0, 0.0)])
+                                                     (-1e3, 0.0, 0.0),
+                                                     (1e3, math.log(9.5), math.log(10))])
 def test_cql_weight_rises_while_the_floor_never_binds_and_falls_to_cql_alpha_while_it_does(
         toy_dataset, tmp_path, critic_bias, start, end):
     """cql_calibration_target 0.5, cql_alpha 1: a critic that values every chunk at about +1000,
     far above any return of the toy data, never lets Cal-QL's floor bind (share 0), so CQL's
     weight must rise; one valuing every chunk near -1000 binds in every window (share 1), so a
-    weight that had risen (to 4) must fall, and one at cql_alpha must stay there. Three real
+    weight that had risen (to 4) must fall, one at cql_alpha must stay there, and one near
+    10 x cql_alpha can rise no further than that. Three real
     updates through Lightning, each a dual step of dual_lr x (target / share - 1), clipped to
     +-1: +0.1 at share 0, -0.05 at share 1."""
     from test_protocol import model_and_batch
