@@ -186,9 +186,10 @@ class TrainConfig:
     before this setting existed keep plain CQL (SAVED_BEFORE)."""
     cql_calibration_target: float = 0.0
     """When > 0 (needs cql_calibrated), CQL's weight is a dual variable, starting at cql_alpha
-    and kept between 1 and 10 x cql_alpha (`meanflow_ql.CQL_WEIGHT_RANGE`), that holds at this value the share of windows where the critic values the
-    actor's chunk below the data's own return (Cal-QL's floor binds,
-    `critic/calibration_binds`): it rises while fewer windows bind, so the critic grows more
+    and kept between 1 and 10 x cql_alpha (`meanflow_ql.CQL_WEIGHT_RANGE`), that holds at this
+    value the share of windows where the critic values the actor's chunk below the data's own
+    return (Cal-QL's floor binds, `critic/calibration_binds`), from update 2,500 on
+    (`meanflow_ql.CQL_DUAL_WARMUP_UPDATES`; a fresh critic's values mean nothing): it rises while fewer windows bind, so the critic grows more
     conservative until it starts to rate the policy under the behaviour that wrote the data,
     and falls back toward cql_alpha while more do. The target is a share, so it means the same
     whatever the rewards' scale. 0 = a fixed weight."""

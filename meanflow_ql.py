@@ -316,6 +316,11 @@ def compute_support_distance(chunk: torch.Tensor, teacher_chunks: torch.Tensor):
 # How far above cql_alpha the rule of cql_calibration_target may raise CQL's weight: MeanFlowQL
 # bounds its adaptive BC weight to [0.1, 10] x its start (Wang et al. 2025, `use_dynamic_alpha`).
 CQL_WEIGHT_RANGE = 10.0
+# Updates before that rule moves the weight. A fresh critic values every chunk near 0, above
+# every negative return, so the floor binds nowhere until it has learnt the returns' scale, and
+# the rule read that as a call for more CQL: on medium Pusher the weight went to 10 x cql_alpha
+# in the first 1,000 updates and was back at cql_alpha by 2,500, on every Pusher dataset.
+CQL_DUAL_WARMUP_UPDATES = 2500
 
 
 def dual_step(log_weight: torch.Tensor, measured: torch.Tensor, allowed: torch.Tensor,
@@ -633,7 +638,7 @@ class MeanFlowQL(L.LightningModule):
                                                self.cql_log_weight.exp() if adaptive_cql
                                                else None)
             self._step(critic_opt, critic_loss, "critic")
-            if adaptive_cql:
+            if adaptive_cql and int(self.num_updates) >= CQL_DUAL_WARMUP_UPDATES:
                 # Up while fewer windows than the target bind, down while more do; averaged
                 # over DDP's processes like the tie's step below.
                 binds = self.trainer.strategy.reduce(
@@ -649,6 +654,7 @@ class MeanFlowQL(L.LightningModule):
                 # updates on cube and wrecked the critic.
                 self.cql_log_weight.clamp_(math.log(self.cfg.cql_alpha),
                                            math.log(CQL_WEIGHT_RANGE * self.cfg.cql_alpha))
+            if adaptive_cql:
                 info["critic/cql_weight"] = self.cql_log_weight.exp().detach()
             self._polyak_update(self.target_critic, self.critic)
             info["loss/critic"] = critic_loss.detach()

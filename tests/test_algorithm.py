@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from config import TrainConfig
-from meanflow_ql import (DoubleCritic, MeanFlowActor, MeanFlowQL, compute_actor_loss,
-                         compute_critic_loss, compute_support_distance, dual_step)
+from meanflow_ql import (CQL_DUAL_WARMUP_UPDATES, DoubleCritic, MeanFlowActor, MeanFlowQL,
+                         compute_actor_loss, compute_critic_loss, compute_support_distance,
+                         dual_step)
 
 
 def test_support_distance_is_the_nearest_teacher_chunk_and_pulls_toward_it():
@@ -275,31 +276,39 @@ def test_an_older_runs_config_keeps_its_schedules_and_fixed_tie():
     assert [o.param_groups[0]["lr"] for o in old.configure_optimizers()] == [3e-4, 3e-4]
 
 
-@pytest.mark.parametrize("critic_bias, start, end", [(1e3, 0.0, 0.3),
-                                                     (-1e3, math.log(4), math.log(4) - 0.15),
-                                                     (-1e3, 0.0, 0.0),
-                                                     (1e3, math.log(9.5), math.log(10))])
+WARMED_UP = CQL_DUAL_WARMUP_UPDATES
+
+
+@pytest.mark.parametrize("critic_bias, start, end, updates_before", [
+    (1e3, 0.0, 0.3, WARMED_UP),
+    (-1e3, math.log(4), math.log(4) - 0.15, WARMED_UP),
+    (-1e3, 0.0, 0.0, WARMED_UP),
+    (1e3, math.log(9.5), math.log(10), WARMED_UP),
+    (1e3, 0.0, 0.0, WARMED_UP - 3)])
 def test_cql_weight_rises_while_the_floor_never_binds_and_falls_to_cql_alpha_while_it_does(
-        toy_dataset, tmp_path, critic_bias, start, end):
+        toy_dataset, tmp_path, critic_bias, start, end, updates_before):
     """cql_calibration_target 0.5, cql_alpha 1: a critic that values every chunk at about +1000,
     far above any return of the toy data, never lets Cal-QL's floor bind (share 0), so CQL's
     weight must rise; one valuing every chunk near -1000 binds in every window (share 1), so a
     weight that had risen (to 4) must fall, one at cql_alpha must stay there, and one near
     10 x cql_alpha can rise no further than that. Three real
     updates through Lightning, each a dual step of dual_lr x (target / share - 1), clipped to
-    +-1: +0.1 at share 0, -0.05 at share 1."""
+    +-1: +0.1 at share 0, -0.05 at share 1. The same three updates just before the warm-up
+    ends leave the weight where it was."""
     from test_protocol import model_and_batch
     model, data, _ = model_and_batch(toy_dataset, cql_calibrated=True, cql_alpha=1.0,
-                                     cql_calibration_target=0.5, num_updates=3, dual_lr=0.1)
+                                     cql_calibration_target=0.5, dual_lr=0.1,
+                                     num_updates=updates_before + 3)
     assert model.cql_log_weight.item() == 0.0                          # starts at cql_alpha
     with torch.no_grad():
         model.cql_log_weight.fill_(start)
+        model.num_updates.fill_(updates_before)
         for q in model.critic.qs:
             q[-1].bias.fill_(critic_bias)
     L.Trainer(max_epochs=50, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
               enable_checkpointing=False, accelerator="cpu", limit_val_batches=0,
               ).fit(model, datamodule=data)
-    assert int(model.num_updates) == 3
+    assert int(model.num_updates) == updates_before + 3
     assert model.cql_log_weight.item() == pytest.approx(end, rel=1e-5, abs=1e-7)
 
 
