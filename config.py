@@ -184,15 +184,16 @@ class TrainConfig:
     Where a time limit cut the episode the return stops at the cut, so near the cut it can sit
     above the state's value (negative rewards) and the penalty pushes less there. Runs saved
     before this setting existed keep plain CQL (SAVED_BEFORE)."""
-    cql_calibration_target: float = 0.0
-    """When > 0 (needs cql_calibrated), CQL's weight is a dual variable, starting at cql_alpha
-    and kept between 1 and 10 x cql_alpha (`meanflow_ql.CQL_WEIGHT_RANGE`), that holds at this
-    value the share of windows where the critic values the actor's chunk below the data's own
-    return (Cal-QL's floor binds, `critic/calibration_binds`), from update 2,500 on
-    (`meanflow_ql.CQL_DUAL_WARMUP_UPDATES`; a fresh critic's values mean nothing): it rises while fewer windows bind, so the critic grows more
-    conservative until it starts to rate the policy under the behaviour that wrote the data,
-    and falls back toward cql_alpha while more do. The target is a share, so it means the same
-    whatever the rewards' scale. 0 = a fixed weight."""
+    cql_calibration_target: float = 0.1
+    """CQL's weight as a dual variable (0 = a fixed weight): starting at cql_alpha and kept
+    between 1 and 10 x cql_alpha (`meanflow_ql.CQL_WEIGHT_RANGE`), it holds at this share the
+    windows where the critic values the actor's chunk below the data's own return (Cal-QL's
+    floor binds, `critic/calibration_binds`): it rises while fewer windows bind, so the critic
+    grows more conservative until it rates the policy under the behaviour that wrote the data
+    somewhere, and falls back toward cql_alpha while more do. It moves from update 2,500 on
+    (`meanflow_ql.CQL_DUAL_WARMUP_UPDATES`: a fresh critic's values mean nothing yet). A share
+    means the same whatever the rewards' scale. Only calibrated CQL with cql_alpha > 0 has a
+    floor and a weight to steer; otherwise it does nothing (`adapts_cql_weight`)."""
     cql_num_samples: int = 1
     """Uniform-random chunks and actor chunks per state in the CQL logsumexp."""
     cql_behaviour_samples: int = 0
@@ -306,10 +307,6 @@ class TrainConfig:
         if self.support_samples == 1:
             problems.append("support_samples must be 0 (off) or at least 2: the flow's spread "
                             "is measured between the teacher's own chunks")
-        if self.cql_calibration_target > 0 and not (self.cql_calibrated and self.cql_alpha > 0):
-            problems.append("cql_calibration_target needs calibrated CQL with a starting weight "
-                            "(cql_calibrated on, cql_alpha > 0): it steers the share of windows "
-                            "where Cal-QL's floor binds")
         if self.cql_calibration_target >= 1:
             problems.append(f"cql_calibration_target is a share and must lie below 1 "
                             f"(got {self.cql_calibration_target})")
@@ -344,6 +341,12 @@ class TrainConfig:
         support constraint or CQL's behaviour samples)."""
         return (self.consistency_weight > 0 or self.support_samples > 0
                 or self.cql_behaviour_samples > 0)
+
+    @property
+    def adapts_cql_weight(self) -> bool:
+        """Whether CQL's weight follows cql_calibration_target: only calibrated CQL with a
+        starting weight (cql_alpha > 0) has a floor whose share it can steer."""
+        return self.cql_calibration_target > 0 and self.cql_calibrated and self.cql_alpha > 0
 
     @property
     def trains_critic(self) -> bool:

@@ -632,7 +632,7 @@ class MeanFlowQL(L.LightningModule):
 
         info = {}
         if self.trains_critic:
-            adaptive_cql = self.cfg.cql_calibration_target > 0
+            adaptive_cql = self.cfg.adapts_cql_weight
             critic_loss, info = critic_loss_fn(self.critic, self.target_critic, self.actor,
                                                batch, self.cfg, *bounds, self.target_actor,
                                                self.cql_log_weight.exp() if adaptive_cql

@@ -333,5 +333,9 @@ def test_cql_weight_given_scales_the_penalty_and_old_checkpoints_keep_their_fixe
     model.on_load_checkpoint(checkpoint)
     assert checkpoint["state_dict"]["cql_log_weight"].exp().item() == pytest.approx(0.5)
     assert TrainConfig.from_dict({}).cql_calibration_target == 0.0       # older configs: fixed
-    with pytest.raises(ValueError, match="cql_calibration_target needs calibrated CQL"):
-        TrainConfig(cql_calibrated=False, cql_calibration_target=0.2)
+    assert not TrainConfig.from_dict({}).adapts_cql_weight
+    assert TrainConfig().adapts_cql_weight                                 # today's default
+    # Without a floor (plain CQL) or a weight (no CQL, as in MeanFlow BC) there is nothing to
+    # steer: the default target must not turn those into errors.
+    assert not TrainConfig(cql_calibrated=False).adapts_cql_weight
+    assert not TrainConfig(cql_alpha=0.0).adapts_cql_weight
