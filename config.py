@@ -149,9 +149,10 @@ class TrainConfig:
     from each teacher chunk to its nearest other one, measured on the same batch). The actions
     are normalised per dimension, so the target means the same on every dataset."""
     dual_lr: float = 0.01
-    """Step size of the dual variables' logs (the support constraint's weight and, with
-    consistency_target, the tie's): log(weight) += dual_lr x (measured / allowed - 1), the
-    relative error clipped to +-1 per update; each weight stays in [1e-3, 1e4]."""
+    """Step size of the dual variables' logs (the support constraint's weight, the tie's with
+    consistency_target and CQL's with cql_calibration_target): log(weight) += dual_lr x
+    (measured / allowed - 1), the relative error clipped to +-1 per update; each weight stays
+    in [1e-3, 1e4], CQL's in [cql_alpha, 10 x cql_alpha]."""
     corner_ratio: float = 0.0
     """Fraction of each batch trained at (r, t) = (0, 1), the point one-step sampling uses (the
     logit-normal sampler draws it with probability under 0.1%). At most ratio_r_neq_t."""
@@ -174,7 +175,8 @@ class TrainConfig:
     target_aggregate: str = "min"
     """How the two target Qs are combined in the TD target: `min` or `mean`."""
     cql_alpha: float = 0.1
-    """Weight of the conservative (CQL) penalty; 0 turns it off."""
+    """Weight of the conservative (CQL) penalty; 0 turns it off. With cql_calibration_target
+    (the default) it is the weight's start and its floor."""
     cql_calibrated: bool = True
     """Cal-QL (Nakamoto et al. 2023): the CQL penalty pushes the actor's chunks' Q down only to
     the data's discounted Monte-Carlo return of the same window, never below it. Plain CQL's
@@ -185,15 +187,13 @@ class TrainConfig:
     above the state's value (negative rewards) and the penalty pushes less there. Runs saved
     before this setting existed keep plain CQL (SAVED_BEFORE)."""
     cql_calibration_target: float = 0.1
-    """CQL's weight as a dual variable (0 = a fixed weight): starting at cql_alpha and kept
-    between 1 and 10 x cql_alpha (`meanflow_ql.CQL_WEIGHT_RANGE`), it holds at this share the
-    windows where the critic values the actor's chunk below the data's own return (Cal-QL's
-    floor binds, `critic/calibration_binds`): it rises while fewer windows bind, so the critic
-    grows more conservative until it rates the policy under the behaviour that wrote the data
-    somewhere, and falls back toward cql_alpha while more do. It moves from update 2,500 on
-    (`meanflow_ql.CQL_DUAL_WARMUP_UPDATES`: a fresh critic's values mean nothing yet). A share
-    means the same whatever the rewards' scale. Only calibrated CQL with cql_alpha > 0 has a
-    floor and a weight to steer; otherwise it does nothing (`adapts_cql_weight`)."""
+    """Target share (0 <= s < 1) of windows where the critic values the actor's chunk below the
+    data's own return (Cal-QL's floor binds, `critic/calibration_binds`). CQL's weight, from
+    cql_alpha up to 10 x cql_alpha, rises while fewer windows bind, so the critic grows more
+    conservative where it rates the policy above the data almost everywhere, and falls back
+    while more bind; it moves from update 2,500 on (a fresh critic's values mean nothing yet).
+    A share means the same whatever the rewards' scale. 0 = a fixed weight. Only with
+    calibrated CQL and cql_alpha > 0; otherwise it does nothing."""
     cql_num_samples: int = 1
     """Uniform-random chunks and actor chunks per state in the CQL logsumexp."""
     cql_behaviour_samples: int = 0

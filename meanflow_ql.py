@@ -226,8 +226,8 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
     return of the same window (Cal-QL, Nakamoto et al. 2023); with cql_behaviour_samples K,
     the raised chunk is each critic's best of the data's chunk and K of the teacher's
     (required then) multi-step chunks for the same state. Bounds are flat normalised chunks.
-    cql_weight (a 0-d tensor) replaces cfg.cql_alpha when given: the dual variable of
-    cql_calibration_target. Returns (loss, info of detached scalars)."""
+    cql_weight (a 0-d tensor on the loss's device, cast to the penalty's dtype) replaces
+    cfg.cql_alpha when given: the dual variable of cql_calibration_target. Returns (loss, info of detached scalars)."""
     obs, next_obs, chunk = flat(batch["obs"]), flat(batch["next_obs"]), flat(batch["actions"])
     with torch.no_grad():
         # Best of target_candidates next chunks by the target critic (1 = the actor's sample).
@@ -318,8 +318,9 @@ def compute_support_distance(chunk: torch.Tensor, teacher_chunks: torch.Tensor):
 CQL_WEIGHT_RANGE = 10.0
 # Updates before that rule moves the weight. A fresh critic values every chunk near 0, above
 # every negative return, so the floor binds nowhere until it has learnt the returns' scale, and
-# the rule read that as a call for more CQL: on medium Pusher the weight went to 10 x cql_alpha
-# in the first 1,000 updates and was back at cql_alpha by 2,500, on every Pusher dataset.
+# the rule read that as a call for more CQL: without the hold, the weight went to 10 x cql_alpha
+# on medium Pusher (0.89 on mixed, 0.19 on expert) in the first 1,000 updates, and was back at
+# cql_alpha by update 2,500 on all three.
 CQL_DUAL_WARMUP_UPDATES = 2500
 
 
@@ -453,8 +454,9 @@ def compiled_losses(device_type: str) -> tuple:
 # What a checkpoint holds (MeanFlowQL's hyperparameters and buffers), as a number every checkpoint
 # records under FORMAT_KEY. Format 1: checkpoints written before the format was recorded. Raise it
 # when what a checkpoint holds changes, and teach `init_arguments` (for hyperparameters) and
-# `MeanFlowQL.on_load_checkpoint` (for buffers) to fill in what the older formats lack.
-CHECKPOINT_FORMAT = 2
+# `MeanFlowQL.on_load_checkpoint` (for buffers) to fill in what the older formats lack. Format 3
+# adds CQL's weight (the buffer cql_log_weight, the setting cql_calibration_target).
+CHECKPOINT_FORMAT = 3
 FORMAT_KEY = "meanflow_ql_format"
 
 
@@ -566,8 +568,8 @@ class MeanFlowQL(L.LightningModule):
         # dtype and values under every precision (bf16-true, 16-true and 64-true cast the whole
         # module), as the normalisers do: a bf16 log weight could not take the dual's small steps.
         return keep_dtypes(self, ("action_low", "action_high", "reward_scale",
-                                  "support_log_weight", "consistency_log_weight"), super()._apply,
-                           fn, recurse)
+                                  "support_log_weight", "consistency_log_weight",
+                                  "cql_log_weight"), super()._apply, fn, recurse)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[FORMAT_KEY] = CHECKPOINT_FORMAT
@@ -622,6 +624,7 @@ class MeanFlowQL(L.LightningModule):
             # A new step for the CUDA graphs: the last update's graph outputs may be reused.
             torch.compiler.cudagraph_mark_step_begin()
         critic_loss_fn, actor_loss_fn = self.losses
+        updates_done = int(self.num_updates)     # read once: each read waits for the device
         actor_opt, critic_opt = self.optimizers()
         bounds = self.chunk_bounds()
         learning_rate = self.learning_rate_now()
@@ -638,12 +641,14 @@ class MeanFlowQL(L.LightningModule):
                                                self.cql_log_weight.exp() if adaptive_cql
                                                else None)
             self._step(critic_opt, critic_loss, "critic")
-            if adaptive_cql and int(self.num_updates) >= CQL_DUAL_WARMUP_UPDATES:
+            if adaptive_cql and updates_done >= CQL_DUAL_WARMUP_UPDATES:
                 # Up while fewer windows than the target bind, down while more do; averaged
-                # over DDP's processes like the tie's step below.
+                # over DDP's processes like the tie's step below. The target goes in as the
+                # measured value and the share as the allowed one: the weight rises when the
+                # share is below the target, the reverse of a constraint's usual direction.
                 binds = self.trainer.strategy.reduce(
                     info["critic/calibration_binds"].detach().float(), reduce_op="mean")
-                target = torch.tensor(self.cfg.cql_calibration_target, device=binds.device)
+                target = torch.full_like(binds, self.cfg.cql_calibration_target)
                 dual_step(self.cql_log_weight, target, binds, self.cfg.dual_lr)
                 # Between cql_alpha and CQL_WEIGHT_RANGE x it. The floor: the rule only adds
                 # conservatism where the critic rates the policy above the data's return almost

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from config import TrainConfig
+import meanflow_ql
 from meanflow_ql import (CQL_DUAL_WARMUP_UPDATES, DoubleCritic, MeanFlowActor, MeanFlowQL,
                          compute_actor_loss, compute_critic_loss, compute_support_distance,
                          dual_step)
@@ -286,7 +287,7 @@ WARMED_UP = CQL_DUAL_WARMUP_UPDATES
     (1e3, math.log(9.5), math.log(10), WARMED_UP),
     (1e3, 0.0, 0.0, WARMED_UP - 3)])
 def test_cql_weight_rises_while_the_floor_never_binds_and_falls_to_cql_alpha_while_it_does(
-        toy_dataset, tmp_path, critic_bias, start, end, updates_before):
+        toy_dataset, tmp_path, monkeypatch, critic_bias, start, end, updates_before):
     """cql_calibration_target 0.5, cql_alpha 1: a critic that values every chunk at about +1000,
     far above any return of the toy data, never lets Cal-QL's floor bind (share 0), so CQL's
     weight must rise; one valuing every chunk near -1000 binds in every window (share 1), so a
@@ -305,28 +306,39 @@ def test_cql_weight_rises_while_the_floor_never_binds_and_falls_to_cql_alpha_whi
         model.num_updates.fill_(updates_before)
         for q in model.critic.qs:
             q[-1].bias.fill_(critic_bias)
+    given = []
+
+    def critic_loss_recording_weight(*args):
+        given.append(args[-1].item())
+        return compute_critic_loss(*args)
+    monkeypatch.setattr(meanflow_ql, "compute_critic_loss", critic_loss_recording_weight)
     L.Trainer(max_epochs=50, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
               enable_checkpointing=False, accelerator="cpu", limit_val_batches=0,
               ).fit(model, datamodule=data)
     assert int(model.num_updates) == updates_before + 3
     assert model.cql_log_weight.item() == pytest.approx(end, rel=1e-5, abs=1e-7)
+    # Each update's critic loss was given the weight as it stood: the start value first.
+    assert len(given) == 3 and given[0] == pytest.approx(math.exp(start), rel=1e-5)
 
 
 def test_cql_weight_given_scales_the_penalty_and_old_checkpoints_keep_their_fixed_weight():
-    """The loss carries weight x penalty: a weight of 3 adds the penalty twice more than 1. A
+    """The loss carries weight x penalty, the weight given replacing cql_alpha (0.5 here): a
+    weight of 0.5 gives the loss of none given, 3 adds the penalty 2.5 times more. A
     checkpoint written before the weight could adapt lacks its buffer: cql_alpha fills in."""
     cfg = TrainConfig(cql_alpha=0.5, cql_calibrated=True, cql_calibration_target=0.2)
     batch = toy_batch(batch=8)
     low, high = torch.full((4,), -1.0), torch.full((4,), 1.0)
     actor, critic = MeanFlowActor(3, 4, 16, 2), DoubleCritic(3, 4, 16, 2, True)
     losses = []
-    for weight in (1.0, 3.0):
+    for weight in (None, 0.5, 3.0):
         torch.manual_seed(5)
-        loss, info = compute_critic_loss(critic, critic, actor, batch, cfg, low, high, low,
-                                         high, cql_weight=torch.tensor(weight))
-        losses.append(loss)
-    assert (losses[1] - losses[0]).item() == pytest.approx(2 * info["critic/cql_penalty"].item(),
-                                                           rel=1e-4)
+        loss, info = compute_critic_loss(critic, critic, actor, batch, cfg, low, high, low, high,
+                                         cql_weight=None if weight is None
+                                         else torch.tensor(weight))
+        losses.append(loss.item())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    assert losses[2] - losses[0] == pytest.approx(2.5 * info["critic/cql_penalty"].item(),
+                                                  rel=1e-4)
     model = MeanFlowQL(cfg.to_dict(), 2, 2, [-1.0, -1.0], [1.0, 1.0], ["obs"], "toy")
     state = {k: v for k, v in model.state_dict().items() if k != "cql_log_weight"}
     checkpoint = {"state_dict": state}

@@ -58,6 +58,9 @@ def test_each_precision_trains_on_the_cpu(pusher, exact_settings, tmp_path, prec
     assert len(exact_settings) == 11
     for key, value in exact_settings.items():
         assert state[key].dtype == value.dtype and torch.equal(state[key], value), key
+    # The dual variables' logs stay float32: a bf16 log weight loses the dual's small steps.
+    for key in ("support_log_weight", "consistency_log_weight", "cql_log_weight"):
+        assert state[key].dtype == torch.float32, key
     # The updates moved the weights: the target critic (a copy, moved only by Polyak
     # averaging) now differs from the critic it was copied from.
     assert any(not torch.equal(state[k], state["target_" + k]) for k in weights
