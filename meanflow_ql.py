@@ -227,7 +227,8 @@ def compute_critic_loss(critic: DoubleCritic, target_critic: DoubleCritic, actor
     the raised chunk is each critic's best of the data's chunk and K of the teacher's
     (required then) multi-step chunks for the same state. Bounds are flat normalised chunks.
     cql_weight (a 0-d tensor on the loss's device, cast to the penalty's dtype) replaces
-    cfg.cql_alpha when given: the dual variable of cql_calibration_target. Returns (loss, info of detached scalars)."""
+    cfg.cql_alpha when given: the dual variable of cql_calibration_target. Returns (loss, info
+    of detached scalars)."""
     obs, next_obs, chunk = flat(batch["obs"]), flat(batch["next_obs"]), flat(batch["actions"])
     with torch.no_grad():
         # Best of target_candidates next chunks by the target critic (1 = the actor's sample).
@@ -624,7 +625,8 @@ class MeanFlowQL(L.LightningModule):
             # A new step for the CUDA graphs: the last update's graph outputs may be reused.
             torch.compiler.cudagraph_mark_step_begin()
         critic_loss_fn, actor_loss_fn = self.losses
-        updates_done = int(self.num_updates)     # read once: each read waits for the device
+        # Read before the steps: on a GPU a read after the critic's step would wait for it.
+        updates_done = int(self.num_updates)
         actor_opt, critic_opt = self.optimizers()
         bounds = self.chunk_bounds()
         learning_rate = self.learning_rate_now()
@@ -646,8 +648,7 @@ class MeanFlowQL(L.LightningModule):
                 # over DDP's processes like the tie's step below. The target goes in as the
                 # measured value and the share as the allowed one: the weight rises when the
                 # share is below the target, the reverse of a constraint's usual direction.
-                binds = self.trainer.strategy.reduce(
-                    info["critic/calibration_binds"].detach().float(), reduce_op="mean")
+                binds = self._mean_over_processes(info["critic/calibration_binds"])
                 target = torch.full_like(binds, self.cfg.cql_calibration_target)
                 dual_step(self.cql_log_weight, target, binds, self.cfg.dual_lr)
                 # Between cql_alpha and CQL_WEIGHT_RANGE x it. The floor: the rule only adds
@@ -675,11 +676,8 @@ class MeanFlowQL(L.LightningModule):
                                                    self.consistency_log_weight.exp())
             self._step(actor_opt, actor_loss, "actor")
             c = self.cfg
-            # Averaged over DDP's processes (a no-op on one), so every process takes the same
-            # dual step and the weights stay equal across them.
             def mean(key: str) -> torch.Tensor:
-                return self.trainer.strategy.reduce(actor_info[key].detach().float(),
-                                                    reduce_op="mean")
+                return self._mean_over_processes(actor_info[key])
 
             if c.support_samples > 0:
                 dual_step(self.support_log_weight, mean("support/distance"),
@@ -695,7 +693,7 @@ class MeanFlowQL(L.LightningModule):
 
         info["loss/actor"] = actor_loss.detach()
         self.num_updates += 1
-        updates = int(self.num_updates)
+        updates = updates_done + 1
         # This update's figures, detached and read only when shown: progress lines and the bar
         # show them (logs.py), never an older update's.
         self.latest_figures = info
@@ -712,6 +710,11 @@ class MeanFlowQL(L.LightningModule):
                 logger.log_metrics(figures, step=updates)
         if updates >= self.update_budget():
             self.trainer.should_stop = True
+
+    def _mean_over_processes(self, value: torch.Tensor) -> torch.Tensor:
+        """A logged figure (a 0-d tensor) as float32, averaged over DDP's processes (a no-op on
+        one), so every process takes the same dual step and the weights stay equal."""
+        return self.trainer.strategy.reduce(value.detach().float(), reduce_op="mean")
 
     def on_train_start(self) -> None:
         # A resumed run whose budget is spent (or lowered below the updates done, with

@@ -277,15 +277,12 @@ def test_an_older_runs_config_keeps_its_schedules_and_fixed_tie():
     assert [o.param_groups[0]["lr"] for o in old.configure_optimizers()] == [3e-4, 3e-4]
 
 
-WARMED_UP = CQL_DUAL_WARMUP_UPDATES
-
-
 @pytest.mark.parametrize("critic_bias, start, end, updates_before", [
-    (1e3, 0.0, 0.3, WARMED_UP),
-    (-1e3, math.log(4), math.log(4) - 0.15, WARMED_UP),
-    (-1e3, 0.0, 0.0, WARMED_UP),
-    (1e3, math.log(9.5), math.log(10), WARMED_UP),
-    (1e3, 0.0, 0.0, WARMED_UP - 3)])
+    (1e3, 0.0, 0.3, CQL_DUAL_WARMUP_UPDATES),
+    (-1e3, math.log(4), math.log(4) - 0.15, CQL_DUAL_WARMUP_UPDATES),
+    (-1e3, 0.0, 0.0, CQL_DUAL_WARMUP_UPDATES),
+    (1e3, math.log(9.5), math.log(10), CQL_DUAL_WARMUP_UPDATES),
+    (1e3, 0.0, 0.0, CQL_DUAL_WARMUP_UPDATES - 3)])
 def test_cql_weight_rises_while_the_floor_never_binds_and_falls_to_cql_alpha_while_it_does(
         toy_dataset, tmp_path, monkeypatch, critic_bias, start, end, updates_before):
     """cql_calibration_target 0.5, cql_alpha 1: a critic that values every chunk at about +1000,
